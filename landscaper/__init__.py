@@ -1,0 +1,34 @@
+"""landscaper: what the loss landscape around a trained PyTorch model looks like."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .directions import (
+    Directions,
+    hessian_directions,
+    pca_directions,
+    random_directions,
+    user_directions,
+)
+from .hessian import HessianOperator, spectral_density, top_eigenpairs, trace
+from .objective import Objective
+
+try:
+    __version__ = version("landscaper")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Directions",
+    "HessianOperator",
+    "Objective",
+    "__version__",
+    "hessian_directions",
+    "pca_directions",
+    "random_directions",
+    "spectral_density",
+    "top_eigenpairs",
+    "trace",
+    "user_directions",
+]

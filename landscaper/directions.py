@@ -1,0 +1,236 @@
+"""Direction sets spanning the subspace a landscape is sampled in.
+
+Hessian eigenvectors, random directions with filter-wise normalisation (Li et al., 2018),
+principal components of a trajectory, or directions the user supplies. Normalisation and
+orthonormalisation are explicit options, never implicit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+
+from .objective import Objective, ParameterLayout
+
+
+class Normalization(str, Enum):
+    """How direction vectors are scaled.
+
+    Members:
+        filter: each filter (row along the first axis) of each parameter tensor gets the norm
+            of the same filter in θ₀ (Li et al., 2018).
+        layer: each parameter tensor gets the norm of that tensor in θ₀.
+        model: the whole vector gets the norm of θ₀.
+        unit: the whole vector gets norm 1.
+        none: vectors are used as given.
+    """
+
+    FILTER = "filter"
+    LAYER = "layer"
+    MODEL = "model"
+    UNIT = "unit"
+    NONE = "none"
+
+
+class BiasMode(str, Enum):
+    """What filter normalisation does with 1-D parameters (biases, norm-layer scales).
+
+    Members:
+        zero: set them to zero, so the landscape moves only weights (Li et al.'s default).
+        filter: treat each 1-D tensor as one filter and scale it to its norm in θ₀.
+    """
+
+    ZERO = "zero"
+    FILTER = "filter"
+
+
+@dataclass(frozen=True)
+class Directions:
+    """k direction vectors over θ.
+
+    Attributes:
+        vectors: (k, P) tensor.
+        kind: ``"hessian"``, ``"random"``, ``"pca"`` or ``"user"``.
+        normalization: the `Normalization` applied.
+        orthonormal: whether the rows are orthonormal.
+        eigenvalues: Hessian eigenvalues (``kind="hessian"``) or explained variances (``"pca"``).
+        info: extra JSON-friendly facts (seed, HVPs used, ...).
+    """
+
+    vectors: torch.Tensor
+    kind: str
+    normalization: str = Normalization.NONE.value
+    orthonormal: bool = False
+    eigenvalues: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        """Number of directions."""
+        return int(self.vectors.shape[0])
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary (without the vectors)."""
+        return {
+            "kind": self.kind,
+            "k": self.k,
+            "normalization": self.normalization,
+            "orthonormal": self.orthonormal,
+            "eigenvalues": None if self.eigenvalues is None else self.eigenvalues.tolist(),
+            "norms": self.vectors.norm(dim=1).tolist(),
+            **self.info,
+        }
+
+
+def orthonormalize(vectors: torch.Tensor) -> torch.Tensor:
+    """Orthonormal rows spanning the same space (QR in float64, signs kept stable)."""
+    q, r = torch.linalg.qr(vectors.double().T)
+    signs = torch.sign(torch.diagonal(r))
+    signs[signs == 0] = 1
+    if torch.any(torch.abs(torch.diagonal(r)) < 1e-12 * torch.abs(r).max()):
+        raise ValueError("directions are linearly dependent and cannot be orthonormalised")
+    return (q * signs).T.to(vectors.dtype)
+
+
+def normalize(
+    vectors: torch.Tensor,
+    theta: torch.Tensor,
+    layout: ParameterLayout,
+    normalization: str | Normalization = "filter",
+    bias: str | BiasMode = "zero",
+) -> torch.Tensor:
+    """Scale each row of ``vectors`` (k, P) according to ``normalization`` relative to θ."""
+    normalization, bias = Normalization(normalization), BiasMode(bias)
+    out = vectors.clone()
+    if normalization is Normalization.NONE:
+        return out
+    if normalization in (Normalization.MODEL, Normalization.UNIT):
+        target = theta.norm() if normalization is Normalization.MODEL else 1.0
+        return out / out.norm(dim=1, keepdim=True) * target
+    reference = layout.unflatten(theta)
+    for row in out:
+        for name, piece in layout.unflatten(row).items():
+            ref = reference[name]
+            if normalization is Normalization.LAYER:
+                piece.mul_(ref.norm() / piece.norm())
+            elif piece.ndim <= 1:
+                if bias is BiasMode.ZERO:
+                    piece.zero_()
+                else:
+                    piece.mul_(ref.norm() / piece.norm())
+            else:
+                ref_norms = torch.linalg.vector_norm(ref.flatten(1), dim=1)
+                own_norms = torch.linalg.vector_norm(piece.flatten(1), dim=1)
+                shape = (-1,) + (1,) * (piece.ndim - 1)
+                piece.mul_((ref_norms / own_norms).view(shape))
+    return out
+
+
+def _check_nonzero(vectors: torch.Tensor) -> None:
+    norms = vectors.norm(dim=1)
+    bad = torch.nonzero(~(norms > 0) | ~torch.isfinite(norms)).flatten().tolist()
+    if bad:
+        raise ValueError(f"direction(s) {bad} have zero or non-finite norm; a landscape along "
+                         "them would be flat or undefined. Check the vectors you passed.")
+
+
+def _finish(vectors: torch.Tensor, objective: Objective, normalization: str, bias: str,
+            orthogonalize: bool) -> tuple[torch.Tensor, bool]:
+    if orthogonalize:
+        vectors = orthonormalize(vectors)
+    vectors = normalize(vectors, objective.theta0, objective.layout, normalization, bias)
+    _check_nonzero(vectors)
+    orthonormal = orthogonalize and Normalization(normalization) in (
+        Normalization.UNIT, Normalization.NONE)
+    return vectors, orthonormal
+
+
+def hessian_directions(objective: Objective, k: int = 2, which: str = "LA",
+                       **eig_kwargs: Any) -> Directions:
+    """The top-k Hessian eigenvectors (unit norm, orthonormal), with their eigenvalues."""
+    from .hessian import top_eigenpairs
+
+    result = top_eigenpairs(objective, k, which, **eig_kwargs)
+    return Directions(result.eigenvectors, "hessian", Normalization.UNIT.value, True,
+                      result.eigenvalues, {"n_hvp": result.n_hvp, "which": str(which),
+                                           "converged": result.converged})
+
+
+def random_directions(
+    objective: Objective,
+    k: int = 2,
+    *,
+    seed: int = 0,
+    normalization: str | Normalization = "filter",
+    bias: str | BiasMode = "zero",
+    orthogonalize: bool = False,
+) -> Directions:
+    """k Gaussian random directions, normalised (filter-wise by default, Li et al. 2018).
+
+    ``orthogonalize=True`` orthonormalises the raw Gaussian vectors before normalisation.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    raw = torch.randn(k, objective.num_params, generator=gen, dtype=torch.float64)
+    raw = raw.to(dtype=objective.dtype, device=objective.device)
+    vectors, orthonormal = _finish(raw, objective, str(Normalization(normalization).value),
+                                   str(BiasMode(bias).value), orthogonalize)
+    return Directions(vectors, "random", Normalization(normalization).value, orthonormal, None,
+                      {"seed": seed, "bias": BiasMode(bias).value})
+
+
+def pca_directions(trajectory: torch.Tensor | np.ndarray, k: int = 2,
+                   *, center: bool = True) -> Directions:
+    """The top-k principal directions of a (T, P) trajectory of parameter vectors.
+
+    Uses the T×T Gram matrix, so memory stays O(T·P) for T ≪ P.
+    """
+    traj = torch.as_tensor(trajectory)
+    if traj.ndim != 2 or traj.shape[0] < 2:
+        raise ValueError(f"trajectory must be (T, P) with T >= 2, got {tuple(traj.shape)}")
+    x = traj.double()
+    if center:
+        x = x - x.mean(dim=0, keepdim=True)
+    gram = x @ x.T
+    evals, evecs = torch.linalg.eigh(gram)
+    order = torch.argsort(evals, descending=True)[:k]
+    if k > traj.shape[0] - int(center) or torch.any(evals[order] <= 1e-12 * evals.max()):
+        raise ValueError(f"the trajectory spans fewer than k={k} dimensions; lower k")
+    vectors = (evecs[:, order].T @ x) / evals[order].sqrt()[:, None]
+    explained = (evals[order] / evals.clamp_min(0).sum()).numpy()
+    return Directions(vectors.to(traj.dtype if traj.dtype.is_floating_point else torch.float64),
+                      "pca", Normalization.UNIT.value, True, explained,
+                      {"centered": center, "trajectory_length": int(traj.shape[0])})
+
+
+def user_directions(
+    objective: Objective,
+    directions: torch.Tensor | np.ndarray | Sequence[Any],
+    *,
+    normalization: str | Normalization = "none",
+    bias: str | BiasMode = "zero",
+    orthogonalize: bool = False,
+) -> Directions:
+    """Directions given as a (k, P) array, a list of flat vectors, or a list of
+    ``{parameter name: tensor}`` dicts (only the selected parameters)."""
+    if isinstance(directions, Directions):
+        return directions
+    if isinstance(directions, (list, tuple)) and directions and isinstance(directions[0], Mapping):
+        rows = [objective.layout.flatten(d) for d in directions]
+    else:
+        rows = list(torch.as_tensor(np.asarray(directions)) if isinstance(directions, np.ndarray)
+                    else directions)
+    vectors = torch.stack([torch.as_tensor(r).reshape(-1) for r in rows]) if rows else None
+    if vectors is None or vectors.ndim != 2 or vectors.shape[1] != objective.num_params:
+        shape = None if vectors is None else tuple(vectors.shape)
+        raise ValueError(f"directions must have shape (k, {objective.num_params}) for the "
+                         f"selected parameters, got {shape}")
+    vectors = vectors.to(dtype=objective.dtype, device=objective.device)
+    _check_nonzero(vectors)
+    vectors, orthonormal = _finish(vectors, objective, str(Normalization(normalization).value),
+                                   str(BiasMode(bias).value), orthogonalize)
+    return Directions(vectors, "user", Normalization(normalization).value, orthonormal)

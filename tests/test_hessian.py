@@ -1,0 +1,156 @@
+"""Hessian operator, Lanczos, trace and density against dense float64 references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_unchanged, snapshot
+from torch import nn
+
+from landscaper import HessianOperator, Objective, spectral_density, top_eigenpairs, trace
+from landscaper.hessian import DoubleBackwardError
+
+
+def dense_hessian(reference, theta):
+    return torch.autograd.functional.hessian(reference, theta.detach())
+
+
+@pytest.fixture(params=["mlp", "cnn"])
+def case(request, mlp_case, cnn_case):
+    model, x, y, reference = mlp_case if request.param == "mlp" else cnn_case
+    # two uneven batches: the operator must accumulate them with the right weights
+    obj = Objective(model, [(x[:9], y[:9]), (x[9:], y[9:])], F.cross_entropy)
+    return model, obj, dense_hessian(reference, obj.theta0)
+
+
+def test_hvp_equals_dense_hessian(case):
+    model, obj, dense = case
+    before = snapshot(model)
+    op = HessianOperator(obj)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        v = torch.randn(obj.num_params, generator=gen, dtype=torch.float64)
+        expected = dense @ v
+        assert torch.linalg.norm(op @ v - expected) <= 1e-8 * torch.linalg.norm(expected)
+    assert op.n_hvp == 3
+    assert torch.allclose(op.to_dense(), dense, rtol=1e-8, atol=1e-12)
+    scipy_op = op.to_scipy()
+    v = np.random.default_rng(0).standard_normal(obj.num_params)
+    assert np.allclose(scipy_op @ v, dense.numpy() @ v, rtol=1e-8, atol=1e-12)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("method", ["lanczos", "arpack"])
+def test_top5_eigenpairs_match_eigh(case, method):
+    _, obj, dense = case
+    evals, evecs = torch.linalg.eigh(dense)
+    result = top_eigenpairs(obj, k=5, which="LA", method=method)
+    expected = evals.flip(0)[:5].numpy()
+    assert result.eigenvalues.dtype == np.float64
+    assert np.all(np.diff(result.eigenvalues) <= 0)
+    assert np.allclose(result.eigenvalues, expected, rtol=1e-6, atol=0)
+    cos = torch.abs((result.eigenvectors @ evecs.flip(1)[:, :5]).diagonal())
+    assert torch.all(cos > 0.9999), cos
+    gram = result.eigenvectors @ result.eigenvectors.T
+    assert torch.allclose(gram, torch.eye(5, dtype=gram.dtype), atol=1e-8)
+    assert result.converged and result.n_hvp > 0
+
+
+def test_largest_magnitude_mode(case):
+    _, obj, dense = case
+    evals = torch.linalg.eigvalsh(dense).numpy()
+    expected = evals[np.argsort(-np.abs(evals))][:3]
+    result = top_eigenpairs(obj, k=3, which="LM")
+    assert np.allclose(result.eigenvalues, expected, rtol=1e-6)
+
+
+def test_lanczos_uses_few_hvps_and_views(mlp_case):
+    model, x, y, reference = mlp_case
+    obj = Objective(model, (x, y), F.cross_entropy)
+    result = top_eigenpairs(obj, k=2)
+    assert result.n_hvp < obj.num_params  # far fewer products than a dense Hessian
+    views = result.views(0)
+    assert list(views) == list(obj.param_names)
+    assert views["0.weight"].shape == (5, 6)
+
+
+def test_trace_within_five_percent(case):
+    _, obj, dense = case
+    exact = float(torch.trace(dense))
+    est = trace(obj, n_probes=400, seed=1)
+    assert abs(est.estimate - exact) <= 0.05 * abs(exact)
+    assert abs(est.estimate - exact) <= 5 * est.std_error
+    assert est.n_hvp == 400
+
+
+def test_spectral_density_quadrature_is_exact_for_moments(case):
+    _, obj, dense = case
+    p = obj.num_params
+    evals = torch.linalg.eigvalsh(dense).numpy()
+    sld = spectral_density(obj, n_probes=3, n_steps=p, seed=5)
+    assert np.allclose(sld.weights.sum(axis=1), 1.0)
+    # Gauss quadrature with m steps integrates polynomials of degree <= 2m-1 exactly:
+    # sum_j w_j theta_j^2 = q^T H^2 q / q^T q for the unit start vector q of each probe.
+    from landscaper.hessian import _start_vector
+
+    for i in range(3):
+        q = _start_vector(p, 5 + i, torch.float64, torch.device("cpu"))
+        expected = float(q @ dense @ dense @ q)
+        got = float((sld.weights[i] * sld.nodes[i] ** 2).sum())
+        assert np.isclose(got, expected, rtol=1e-8)
+    assert np.isclose(sld.nodes.max(), evals.max(), rtol=1e-6)
+    grid = np.linspace(evals.min() - 1, evals.max() + 1, 4001)
+    dens = sld.density(grid)
+    assert np.isclose(np.trapezoid(dens, grid), 1.0, atol=1e-3)
+
+
+def test_parameter_subset_hessian_is_dense_sub_block(mlp_case):
+    model, x, y, reference = mlp_case
+    obj = Objective(model, (x, y), F.cross_entropy, params=["2.weight", "2.bias"])
+    full = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    dense = dense_hessian(reference, full)[35:, 35:]
+    assert torch.allclose(HessianOperator(obj).to_dense(), dense, rtol=1e-8, atol=1e-12)
+
+
+def test_model_restored_after_exception_during_hvp(mlp_case):
+    model, x, y, _ = mlp_case
+    before = snapshot(model)
+    calls = {"n": 0}
+
+    def loss(out, target):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyError("fails inside the user's loss")
+        return F.cross_entropy(out, target)
+
+    obj = Objective(model, [(x[:20], y[:20]), (x[20:], y[20:])], loss)
+    with pytest.raises(KeyError):
+        top_eigenpairs(obj, k=2)
+    assert_unchanged(model, before)
+
+
+class SDPAModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x):
+        q = self.proj(x).view(x.shape[0], 2, 2, 2)
+        return F.scaled_dot_product_attention(q, q, q).flatten(1)
+
+
+def test_attention_without_double_backward_names_eager():
+    torch.manual_seed(0)
+    model = SDPAModel().eval()
+    obj = Objective(model, (torch.randn(3, 8), torch.randn(3, 8)), F.mse_loss)
+    with pytest.raises(DoubleBackwardError, match='attn_implementation="eager"'):
+        top_eigenpairs(obj, k=1)
+
+
+def test_linear_loss_has_zero_hessian():
+    model = nn.Linear(3, 1, bias=False)
+    obj = Objective(model, (torch.randn(4, 3), torch.zeros(4, 1)),
+                    lambda out, _: out.mean())
+    assert torch.count_nonzero(HessianOperator(obj).to_dense()) == 0
