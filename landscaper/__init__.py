@@ -12,6 +12,7 @@ from .directions import (
     user_directions,
 )
 from .hessian import HessianOperator, spectral_density, top_eigenpairs, trace
+from .landscape import Landscape
 from .objective import Objective
 
 try:
@@ -22,6 +23,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Directions",
     "HessianOperator",
+    "Landscape",
     "Objective",
     "__version__",
     "hessian_directions",

@@ -48,9 +48,11 @@ def mlp_case():
 def cnn_case():
     """A tiny CNN in float64 on 1×6×6 images with a hand-written loss of flat θ."""
     torch.manual_seed(1)
-    model = nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.Softplus(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)
-    ).double().eval()
+    model = (
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.Softplus(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+        .double()
+        .eval()
+    )
     x = torch.randn(24, 1, 6, 6, dtype=torch.float64)
     y = torch.randint(0, 3, (24,))
 

@@ -46,8 +46,9 @@ def test_random_directions_deterministic_and_other_norms(cnn_objective):
     assert torch.equal(a.vectors, b.vectors)
     unit = random_directions(obj, k=3, seed=7, normalization="unit", orthogonalize=True)
     assert unit.orthonormal
-    assert torch.allclose(unit.vectors @ unit.vectors.T, torch.eye(3, dtype=torch.float64),
-                          atol=1e-12)
+    assert torch.allclose(
+        unit.vectors @ unit.vectors.T, torch.eye(3, dtype=torch.float64), atol=1e-12
+    )
     model = random_directions(obj, k=2, seed=1, normalization="model")
     assert torch.allclose(model.vectors.norm(dim=1), obj.theta0.norm().expand(2))
     layer = random_directions(obj, k=1, seed=1, normalization="layer")

@@ -151,6 +151,5 @@ def test_attention_without_double_backward_names_eager():
 
 def test_linear_loss_has_zero_hessian():
     model = nn.Linear(3, 1, bias=False)
-    obj = Objective(model, (torch.randn(4, 3), torch.zeros(4, 1)),
-                    lambda out, _: out.mean())
+    obj = Objective(model, (torch.randn(4, 3), torch.zeros(4, 1)), lambda out, _: out.mean())
     assert torch.count_nonzero(HessianOperator(obj).to_dense()) == 0

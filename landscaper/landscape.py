@@ -1,0 +1,259 @@
+"""`Landscape`: a loss grid in a k-dimensional subspace, with its metadata, files and plots."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import io
+from .directions import (
+    Directions,
+    hessian_directions,
+    random_directions,
+    user_directions,
+)
+from .objective import Objective
+from .sampling import ExtentUnit, grid_axes, grid_coordinates, report_nonfinite, sample_grid
+
+logger = logging.getLogger(__name__)
+
+#: Directions are stored in saved files by default only below this size.
+STORE_DIRECTIONS_MAX_BYTES = 100 * 2**20
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class Landscape:
+    """Loss values on a grid ``loss[i, j, …]`` at ``(axes[0][i], axes[1][j], …)`` ("ij" order).
+
+    Build one with `Landscape.compute` (from a model) or `Landscape.from_arrays` (from a
+    landscape computed elsewhere); reload a saved one with `Landscape.load`.
+
+    Attributes:
+        loss: float64 array of shape (steps_1, …, steps_k); NaN/inf are kept as computed.
+        axes: k coordinate arrays (multipliers of each direction vector).
+        metadata: JSON-friendly dict (directions, eigenvalues, extent and units, parameter
+            subset, model/data description, library version, timings, non-finite counts).
+        directions: (k, P) array of direction vectors, or None when not stored.
+    """
+
+    def __init__(self, loss: np.ndarray, axes: Sequence[np.ndarray],
+                 metadata: dict[str, Any] | None = None,
+                 directions: np.ndarray | torch.Tensor | None = None) -> None:
+        loss = np.asarray(loss, dtype=np.float64)
+        axes = [np.asarray(a, dtype=np.float64).reshape(-1) for a in axes]
+        if loss.ndim != len(axes) or loss.shape != tuple(len(a) for a in axes):
+            raise ValueError(f"loss of shape {loss.shape} needs {loss.ndim} axes of lengths "
+                             f"{loss.shape}; got axes of lengths {[len(a) for a in axes]}")
+        for i, axis in enumerate(axes):
+            if len(axis) > 1 and not np.all(np.diff(axis) > 0):
+                raise ValueError(f"axis {i} must be strictly increasing")
+        self.loss = loss
+        self.axes = axes
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        if isinstance(directions, torch.Tensor):
+            directions = directions.detach().cpu().numpy()
+        self.directions = directions
+        self.metadata.setdefault("nonfinite", report_nonfinite(loss))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_arrays(cls, loss: np.ndarray, axes: Sequence[np.ndarray],
+                    metadata: dict[str, Any] | None = None) -> Landscape:
+        """Wrap a loss array (indexed ``"ij"``) and its coordinate axes."""
+        meta = {"source": "from_arrays", "library_version": _library_version(),
+                **(metadata or {})}
+        return cls(loss, axes, meta)
+
+    @classmethod
+    def compute(
+        cls,
+        model: nn.Module | None = None,
+        data: Any = None,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        *,
+        objective: Objective | None = None,
+        dims: int | None = None,
+        steps: int | Sequence[int] = 41,
+        extent: float | Sequence[Any] = 0.01,
+        extent_unit: str | ExtentUnit = "relative",
+        directions: str | Directions | np.ndarray | torch.Tensor | Sequence[Any] = "hessian",
+        params: str | Sequence[str] | None = None,
+        which: str = "LA",
+        seed: int = 0,
+        checkpoint: str | os.PathLike[str] | None = None,
+        memory_budget: int | str = "2GiB",
+        chunk_size: int | None = None,
+        progress: bool = True,
+        description: str | dict[str, Any] | None = None,
+        store_directions: bool | None = None,
+        **objective_kwargs: Any,
+    ) -> Landscape:
+        """Sample the loss of a model on a grid around its parameters.
+
+        Args:
+            model, data, loss_fn: as for `Objective` (or pass ``objective=`` instead).
+            dims: grid dimension k (default 2, or the number of given directions).
+            steps: points per axis (one value or one per axis).
+            extent: half-width per axis (or ``(low, high)`` pairs), in ``extent_unit``.
+            extent_unit: ``"relative"`` (displacement up to extent·‖θ₀‖, Landscaper's
+                convention) or ``"absolute"`` (coordinates are direction multipliers).
+            directions: ``"hessian"`` (top-k eigenvectors, default), ``"random"``
+                (filter-normalised), a `Directions`, or a (k, P) array / list of dicts.
+            params: parameter subset forming θ (names or shell patterns).
+            which: Hessian eigenvalue selection for ``"hessian"`` directions.
+            seed: seed for random directions and the Lanczos start vector.
+            checkpoint: folder making the run resumable.
+            memory_budget: bytes for batched evaluation (a string such as ``"4GiB"`` works).
+            chunk_size: grid points per vmapped chunk (default from the budget).
+            progress: show progress bars.
+            description: free text or dict describing model and data, kept in metadata.
+            store_directions: keep the direction vectors in the object and saved files
+                (default: when they take under 100 MiB).
+            **objective_kwargs: passed to `Objective` (``batch_loss``, ``allow_train_mode``).
+        """
+        if objective is None:
+            if model is None or data is None:
+                raise ValueError("pass model and data (and loss_fn), or objective=Objective(...)")
+            objective = Objective(model, data, loss_fn, params, memory_budget=memory_budget,
+                                  **objective_kwargs)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        dirs = cls._resolve_directions(objective, directions, dims, which, seed)
+        timings["directions_s"] = time.perf_counter() - start
+        vectors = dirs.vectors
+        norms = vectors.norm(dim=1).tolist()
+        theta_norm = float(objective.theta0.norm())
+        axes = grid_axes(steps, extent, dirs.k, unit=extent_unit, theta0_norm=theta_norm,
+                         direction_norms=norms)
+        start = time.perf_counter()
+        loss = sample_grid(objective, vectors, axes, chunk_size=chunk_size,
+                           memory_budget=memory_budget, checkpoint=checkpoint, progress=progress)
+        timings["grid_s"] = time.perf_counter() - start
+        timings["points_per_s"] = loss.size / max(timings["grid_s"], 1e-12)
+        metadata = {
+            "source": "compute",
+            "library_version": _library_version(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "directions": dirs.describe(),
+            "extent": extent if np.isscalar(extent) else list(extent),
+            "extent_unit": ExtentUnit(extent_unit).value,
+            "theta0_norm": theta_norm,
+            "objective": objective.describe(),
+            "description": description,
+            "timings": timings,
+        }
+        if store_directions is None:
+            size = vectors.numel() * vectors.element_size()
+            store_directions = size <= STORE_DIRECTIONS_MAX_BYTES
+        return cls(loss, axes, metadata, vectors if store_directions else None)
+
+    @staticmethod
+    def _resolve_directions(objective: Objective, directions: Any, dims: int | None,
+                            which: str, seed: int) -> Directions:
+        if isinstance(directions, str):
+            k = 2 if dims is None else dims
+            if directions == "hessian":
+                return hessian_directions(objective, k, which, seed=seed)
+            if directions == "random":
+                return random_directions(objective, k, seed=seed)
+            raise ValueError(f"unknown directions {directions!r}: use 'hessian', 'random', a "
+                             "Directions object or a (k, P) array")
+        dirs = user_directions(objective, directions)
+        if dims is not None:
+            if dims > dirs.k:
+                raise ValueError(f"dims={dims} but only {dirs.k} directions were given; pass "
+                                 f"dims<={dirs.k} or more directions")
+            dirs = Directions(dirs.vectors[:dims], dirs.kind, dirs.normalization,
+                              dirs.orthonormal,
+                              None if dirs.eigenvalues is None else dirs.eigenvalues[:dims],
+                              dirs.info)
+        return dirs
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def ndim(self) -> int:
+        """Number of grid dimensions k."""
+        return self.loss.ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Grid shape."""
+        return self.loss.shape
+
+    @property
+    def eigenvalues(self) -> np.ndarray | None:
+        """Hessian eigenvalues of the directions, when they are Hessian directions."""
+        values = self.metadata.get("directions", {}).get("eigenvalues")
+        return None if values is None else np.asarray(values, dtype=np.float64)
+
+    def coords(self) -> np.ndarray:
+        """(N, k) coordinates in the order of ``loss.ravel()``."""
+        return grid_coordinates(self.axes)
+
+    def __repr__(self) -> str:
+        finite = self.loss[np.isfinite(self.loss)]
+        span = f"{finite.min():.4g}..{finite.max():.4g}" if finite.size else "no finite values"
+        return f"Landscape(shape={self.shape}, loss {span})"
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike[str], *, directions: bool = True) -> Path:
+        """Write the landscape (format in `landscaper.io`); ``directions=False`` leaves them out."""
+        return io.save_landscape(path, self.loss, self.axes, self.metadata,
+                                 self.directions if directions else None)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Landscape:
+        """Read a file written by `save` (never unpickles anything)."""
+        loss, axes, metadata, directions = io.load_landscape(path)
+        metadata.pop("format_version", None)
+        return cls(loss, axes, metadata, directions)
+
+    # ------------------------------------------------------------------ plots
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """A line (1-D), a filled contour (2-D) or a 2-D slice (k > 2); see `landscaper.plots`."""
+        from . import plots
+
+        if self.ndim == 1:
+            return plots.plot_line(self, ax=ax, **kwargs)
+        return plots.plot_contour(self, ax=ax, **kwargs)
+
+    def plot_surface(self, ax: Any = None, **kwargs: Any) -> Any:
+        """A 3-D surface of a 2-D landscape (or of a 2-D slice)."""
+        from . import plots
+
+        return plots.plot_surface(self, ax=ax, **kwargs)
+
+    def slice(self, dims: tuple[int, int] = (0, 1), at: dict[int, int] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A 2-D slice ``(x, y, values[x, y])`` through axes ``dims``; other axes fixed at the
+        indices in ``at`` (default: their centre)."""
+        if self.ndim < 2:
+            raise ValueError("a 1-D landscape has no 2-D slice")
+        d0, d1 = dims
+        if d0 == d1 or not (0 <= d0 < self.ndim and 0 <= d1 < self.ndim):
+            raise ValueError(f"dims must name two different axes among 0..{self.ndim - 1}")
+        at = dict(at or {})
+        index: list[Any] = []
+        for i in range(self.ndim):
+            if i in (d0, d1):
+                index.append(slice(None))
+            else:
+                index.append(at.get(i, len(self.axes[i]) // 2))
+        values = self.loss[tuple(index)]
+        if d0 > d1:
+            values = values.T
+        return self.axes[d0], self.axes[d1], values
