@@ -1,0 +1,43 @@
+"""Exact, fast topology of sampled landscapes on grids and graphs (pure numpy).
+
+Main entry points: :func:`merge_tree`, :func:`basins`, :func:`persistence_diagram`,
+:func:`smad`, :func:`simplify`, :func:`landscape_profile` and the plotting helpers.
+"""
+
+from .basins import Basins, basin_metric, basins, simplify
+from .merge_tree import MergeTree, merge_tree
+from .neighbours import grid_offsets, knn_edges
+from .order import rank_values
+from .persistence import (
+    bottleneck_distance,
+    persistence_diagram,
+    total_persistence,
+    wasserstein_distance,
+)
+from .plotting import plot_barcode, plot_merge_tree, plot_persistence_diagram, plot_profile
+from .profile import LandscapeProfile, landscape_profile
+from .smad import smad, smad_pairs
+
+__all__ = [
+    "Basins",
+    "LandscapeProfile",
+    "MergeTree",
+    "basin_metric",
+    "basins",
+    "bottleneck_distance",
+    "grid_offsets",
+    "knn_edges",
+    "landscape_profile",
+    "merge_tree",
+    "persistence_diagram",
+    "plot_barcode",
+    "plot_merge_tree",
+    "plot_persistence_diagram",
+    "plot_profile",
+    "rank_values",
+    "simplify",
+    "smad",
+    "smad_pairs",
+    "total_persistence",
+    "wasserstein_distance",
+]
