@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import io
+from . import io, topology
 from .directions import (
     Directions,
     hessian_directions,
@@ -43,7 +43,8 @@ class Landscape:
     landscape computed elsewhere); reload a saved one with `Landscape.load`.
 
     Attributes:
-        loss: float64 array of shape (steps_1, …, steps_k); NaN/inf are kept as computed.
+        loss: read-only float64 array of shape (steps_1, …, steps_k); NaN/inf are kept as
+            computed (topology ranks them above every finite value).
         axes: k coordinate arrays (multipliers of each direction vector).
         metadata: JSON-friendly dict (directions, eigenvalues, extent and units, parameter
             subset, model/data description, library version, timings, non-finite counts).
@@ -53,7 +54,8 @@ class Landscape:
     def __init__(self, loss: np.ndarray, axes: Sequence[np.ndarray],
                  metadata: dict[str, Any] | None = None,
                  directions: np.ndarray | torch.Tensor | None = None) -> None:
-        loss = np.asarray(loss, dtype=np.float64)
+        loss = np.array(loss, dtype=np.float64)  # own copy, read-only: topology is cached
+        loss.setflags(write=False)
         axes = [np.asarray(a, dtype=np.float64).reshape(-1) for a in axes]
         if loss.ndim != len(axes) or loss.shape != tuple(len(a) for a in axes):
             raise ValueError(f"loss of shape {loss.shape} needs {loss.ndim} axes of lengths "
@@ -67,7 +69,8 @@ class Landscape:
         if isinstance(directions, torch.Tensor):
             directions = directions.detach().cpu().numpy()
         self.directions = directions
-        self.metadata.setdefault("nonfinite", report_nonfinite(loss))
+        self.metadata["nonfinite"] = report_nonfinite(loss)
+        self._cache: dict[tuple[Any, ...], Any] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -257,3 +260,61 @@ class Landscape:
         if d0 > d1:
             values = values.T
         return self.axes[d0], self.axes[d1], values
+
+    # ------------------------------------------------------------------ topology
+    def merge_tree(self, kind: str = "sublevel", connectivity: str = "full",
+                   nonfinite: str = "highest") -> topology.MergeTree:
+        """Merge tree of the sublevel (minima) or superlevel (maxima) sets on the grid.
+
+        ``connectivity="full"`` (3^k−1 neighbours, default) or ``"axis"`` (2k neighbours); see
+        `landscaper.topology`. Cached per argument set.
+        """
+        key = ("merge_tree", kind, connectivity, nonfinite)
+        if key not in self._cache:
+            self._cache[key] = topology.merge_tree(self.loss, connectivity=connectivity,
+                                                   kind=kind, coords=self.axes,
+                                                   nonfinite=nonfinite)
+        return self._cache[key]
+
+    def minima(self, connectivity: str = "full") -> np.ndarray:
+        """Local minima as an (m, k) array of grid indices, lowest first."""
+        return self.merge_tree(connectivity=connectivity).minima_multi_index()
+
+    def basins(self, connectivity: str = "full", threshold: float = 0.0) -> topology.Basins:
+        """Steepest-descent basins (labels, volumes, hierarchy), optionally simplified by
+        merging basins whose persistence is below ``threshold``."""
+        key = ("basins", connectivity, float(threshold))
+        if key not in self._cache:
+            tree = self.merge_tree(connectivity=connectivity)
+            self._cache[key] = (topology.simplify(tree, threshold) if threshold > 0
+                                else topology.Basins.from_tree(tree))
+        return self._cache[key]
+
+    def persistence(self, connectivity: str = "full") -> np.ndarray:
+        """0-dimensional sublevel diagram: (n, 2) rows (birth, death), essential death = inf."""
+        return self.merge_tree(connectivity=connectivity).persistence()
+
+    def smad(self, normalize: bool = False, weighted: bool = False, *, pairing: str = "tree",
+             threshold: float = 0.0, connectivity: str = "full") -> float:
+        """Saddle–Minimum Average Distance (see `landscaper.topology.smad`)."""
+        return topology.smad(self.merge_tree(connectivity=connectivity), normalize=normalize,
+                             weighted=weighted, pairing=pairing, threshold=threshold)
+
+    def profile(self, connectivity: str = "full") -> topology.LandscapeProfile:
+        """Data of the topological landscape profile (Geniesse et al.)."""
+        return topology.landscape_profile(self.merge_tree(connectivity=connectivity))
+
+    def show_profile(self, ax: Any = None, *, log: bool = False,
+                     connectivity: str = "full") -> Any:
+        """Draw the topological landscape profile; returns the Axes."""
+        return topology.plot_profile(self.profile(connectivity), ax=ax, log=log)
+
+    def show_merge_tree(self, ax: Any = None, *, connectivity: str = "full") -> Any:
+        """Draw the sublevel merge tree; returns the Axes."""
+        return topology.plot_merge_tree(self.merge_tree(connectivity=connectivity), ax=ax)
+
+    def show_persistence(self, ax: Any = None, *, barcode: bool = False,
+                         connectivity: str = "full") -> Any:
+        """Draw the persistence diagram (or barcode); returns the Axes."""
+        draw = topology.plot_barcode if barcode else topology.plot_persistence_diagram
+        return draw(self.persistence(connectivity), ax=ax)

@@ -16,11 +16,9 @@ __all__ = ["plot_profile", "plot_merge_tree", "plot_persistence_diagram", "plot_
 
 
 def _axes(ax):
-    if ax is not None:
-        return ax
-    from matplotlib.figure import Figure
+    from ..plots import new_axes
 
-    return Figure().add_subplot()
+    return ax if ax is not None else new_axes()
 
 
 def _diagram(diagram) -> np.ndarray:
