@@ -100,6 +100,7 @@ class Landscape:
         checkpoint: str | os.PathLike[str] | None = None,
         memory_budget: int | str = "2GiB",
         chunk_size: int | None = None,
+        points_per_chunk: int | None = None,
         progress: bool = True,
         description: str | dict[str, Any] | None = None,
         store_directions: bool | None = None,
@@ -121,7 +122,8 @@ class Landscape:
             seed: seed for random directions and the Lanczos start vector.
             checkpoint: folder making the run resumable.
             memory_budget: bytes for batched evaluation (a string such as ``"4GiB"`` works).
-            chunk_size: grid points per vmapped chunk (default from the budget).
+            chunk_size: parameter vectors per vmapped call (default: fastest within budget).
+            points_per_chunk: points per built-and-checkpointed chunk (default ≥ 256).
             progress: show progress bars.
             description: free text or dict describing model and data, kept in metadata.
             store_directions: keep the direction vectors in the object and saved files
@@ -144,7 +146,8 @@ class Landscape:
                          direction_norms=norms)
         start = time.perf_counter()
         loss = sample_grid(objective, vectors, axes, chunk_size=chunk_size,
-                           memory_budget=memory_budget, checkpoint=checkpoint, progress=progress)
+                           points_per_chunk=points_per_chunk, memory_budget=memory_budget,
+                           checkpoint=checkpoint, progress=progress)
         timings["grid_s"] = time.perf_counter() - start
         timings["points_per_s"] = loss.size / max(timings["grid_s"], 1e-12)
         metadata = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -235,6 +236,7 @@ class Objective:
                              "loss_fn=torch.nn.functional.cross_entropy")
         self._vmap_ok = True
         self._bytes_per_point: int | None = None
+        self._tuned_chunk: tuple[int, float] | None = None
 
     # ------------------------------------------------------------------ construction checks
     @staticmethod
@@ -380,6 +382,42 @@ class Objective:
                 "fewer parameters with params=[...]"
             )
         return max(1, budget // per_point)
+
+    def tune_chunk_size(self, max_chunk: int, max_points: int = 512) -> tuple[int, float]:
+        """The fastest vmap chunk among 1, 4, 16, … up to ``max_chunk``, and its seconds/point.
+
+        Measured on copies of θ₀, spending at most about ``max_points`` evaluations; chunk 1
+        means plain sequential calls. On CPUs a large vmapped batch is often slower per point
+        than a small one (or than no vmap at all), so the memory bound alone is a poor choice.
+        The result is cached on the objective.
+        """
+        if self._tuned_chunk is not None and self._tuned_chunk[0] <= max_chunk:
+            return self._tuned_chunk
+        candidates = [1]
+        while candidates[-1] * 4 <= max_chunk:
+            candidates.append(candidates[-1] * 4)
+        best_chunk, best_time, spent = 1, float("inf"), 0
+        with torch.no_grad():
+            self._evaluate_block(self.theta0[None], vectorize=False)  # warm-up
+            for chunk in candidates:
+                reps = max(1, 8 // chunk)
+                if chunk > 1 and (spent + chunk * reps > max_points or not self._vmap_ok):
+                    break
+                block = self.theta0.expand(chunk, -1)
+                if chunk > 1:
+                    self._evaluate_block(block, vectorize=True)  # warm-up of this shape
+                start = time.perf_counter()
+                for _ in range(reps):
+                    self._evaluate_block(block, vectorize=True)
+                per_point = (time.perf_counter() - start) / (chunk * reps)
+                spent += chunk * (reps + int(chunk > 1))
+                if per_point < best_time:
+                    best_chunk, best_time = chunk, per_point
+                elif per_point > 1.5 * best_time:
+                    break
+        logger.info("chunk size %d is fastest (%.3g ms per point)", best_chunk, 1e3 * best_time)
+        self._tuned_chunk = (best_chunk, best_time)
+        return self._tuned_chunk
 
     def _loss_all(self, theta: torch.Tensor) -> torch.Tensor:
         total = None

@@ -93,12 +93,25 @@ def grid_coordinates(axes: Sequence[np.ndarray], start: int = 0, stop: int | Non
     return np.stack([axis[i] for axis, i in zip(axes, index, strict=True)], axis=1)
 
 
+#: Grid points built and written per chunk are at least this many (vmap chunks are grouped).
+MIN_POINTS_PER_CHUNK = 256
+
+
 @dataclass(frozen=True)
 class GridEstimate:
-    """What a grid will cost, measured on the objective before the run."""
+    """What a grid will cost, measured on the objective before the run.
+
+    Attributes:
+        n_points: grid points.
+        chunk_size: parameter vectors per vmapped call (1: sequential calls).
+        points_per_chunk: points built with one matrix product (and checkpointed) together.
+        bytes_per_chunk: estimated memory of one chunk.
+        seconds_per_point: measured evaluation time per point.
+    """
 
     n_points: int
     chunk_size: int
+    points_per_chunk: int
     bytes_per_chunk: int
     seconds_per_point: float
 
@@ -109,20 +122,33 @@ class GridEstimate:
 
 
 def estimate_grid(objective: Objective, n_points: int, memory_budget: int | str | None = None,
-                  chunk_size: int | None = None) -> GridEstimate:
-    """Memory and time of a grid of ``n_points``; raises MemoryError if it cannot fit."""
+                  chunk_size: int | None = None, points_per_chunk: int | None = None
+                  ) -> GridEstimate:
+    """Memory and time of a grid of ``n_points``; raises MemoryError if it cannot fit.
+
+    Without ``chunk_size`` the fastest vmap chunk that fits the budget is measured
+    (`Objective.tune_chunk_size`).
+    """
     budget = objective.memory_budget if memory_budget is None else parse_bytes(memory_budget)
     result_bytes = n_points * 8
     if result_bytes > budget:
         raise MemoryError(f"the loss array alone needs {format_bytes(result_bytes)}, more than "
                           f"the memory budget {format_bytes(budget)}; use fewer steps or dims")
-    chunk = chunk_size or objective.chunk_size(budget - result_bytes)
-    chunk = max(1, min(chunk, n_points))
-    probe = objective.theta0.expand(min(chunk, 4), -1)
-    start = time.perf_counter()
-    objective.batch(probe, chunk_size=probe.shape[0])
-    per_point = (time.perf_counter() - start) / probe.shape[0]
-    return GridEstimate(n_points, chunk, chunk * objective.bytes_per_point(), per_point)
+    most = max(1, min(objective.chunk_size(budget - result_bytes), n_points))
+    if chunk_size is None:
+        chunk, per_point = objective.tune_chunk_size(most, max_points=max(8, n_points // 16))
+    else:
+        chunk = max(1, min(chunk_size, n_points))
+        probe = objective.theta0.expand(chunk, -1)
+        start = time.perf_counter()
+        objective.batch(probe, chunk_size=chunk)
+        per_point = (time.perf_counter() - start) / chunk
+    if points_per_chunk is None:
+        group = max(1, min(most // chunk, -(-MIN_POINTS_PER_CHUNK // chunk)))
+        points = min(chunk * group, n_points)
+    else:
+        points = max(1, min(points_per_chunk, n_points))
+    return GridEstimate(n_points, chunk, points, points * objective.bytes_per_point(), per_point)
 
 
 def _digest(*arrays: Any) -> str:
@@ -160,12 +186,13 @@ class GridCheckpoint:
     """
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: str, chunk_size: int,
-                 n_points: int) -> None:
+                 points_per_chunk: int, n_points: int) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         meta_file = self.path / "meta.json"
         meta = {"version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
-                "chunk_size": chunk_size, "n_points": n_points}
+                "chunk_size": chunk_size, "points_per_chunk": points_per_chunk,
+                "n_points": n_points}
         if meta_file.exists():
             try:
                 stored = json.loads(meta_file.read_text())
@@ -176,13 +203,16 @@ class GridCheckpoint:
                 raise ValueError(
                     f"the checkpoint in {self.path} was written for a different grid, model, data "
                     "or direction set; delete it or choose another checkpoint path")
-            if stored.get("chunk_size") != chunk_size:
-                logger.info("resuming with the checkpoint's chunk size %d (asked for %d) so the "
-                            "result is identical", stored["chunk_size"], chunk_size)
+            if (stored.get("chunk_size"), stored.get("points_per_chunk")) != (
+                    chunk_size, points_per_chunk):
+                logger.info("resuming with the checkpoint's chunking (%s, %s points) so the "
+                            "result is identical", stored.get("chunk_size"),
+                            stored.get("points_per_chunk"))
             self.chunk_size = int(stored["chunk_size"])
+            self.points_per_chunk = int(stored["points_per_chunk"])
         else:
             _atomic_write_bytes(meta_file, json.dumps(meta).encode())
-            self.chunk_size = chunk_size
+            self.chunk_size, self.points_per_chunk = chunk_size, points_per_chunk
 
     def _file(self, start: int, stop: int) -> Path:
         return self.path / f"chunk_{start:012d}_{stop:012d}.npy"
@@ -222,6 +252,7 @@ def sample_grid(
     axes: Sequence[np.ndarray],
     *,
     chunk_size: int | None = None,
+    points_per_chunk: int | None = None,
     memory_budget: int | str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -232,7 +263,10 @@ def sample_grid(
         objective: the loss over flat parameters.
         directions: (k, P) tensor, one row per axis.
         axes: k coordinate arrays.
-        chunk_size: points per chunk (default: as many as ``memory_budget`` allows).
+        chunk_size: parameter vectors per vmapped call (default: the fastest that fits
+            ``memory_budget``, measured).
+        points_per_chunk: points built by one matrix product and written to the checkpoint
+            together (default: vmap calls grouped to at least 256 points, within the budget).
         memory_budget: bytes for the loss array plus one chunk (objective's budget by default).
         checkpoint: folder for resumable runs.
         progress: show a tqdm bar.
@@ -250,17 +284,18 @@ def sample_grid(
                          f"{objective.num_params} parameters")
     shape = tuple(len(a) for a in axes)
     n_points = math.prod(shape)
-    estimate = estimate_grid(objective, n_points, memory_budget, chunk_size)
-    logger.info("grid %s: %d points in chunks of %d (~%s per chunk), estimated %.1f s",
+    estimate = estimate_grid(objective, n_points, memory_budget, chunk_size, points_per_chunk)
+    logger.info("grid %s: %d points, %d per vmapped call, %d per chunk (~%s), estimated %.1f s",
                 "x".join(map(str, shape)), n_points, estimate.chunk_size,
-                format_bytes(estimate.bytes_per_chunk), estimate.seconds)
-    chunk = estimate.chunk_size
+                estimate.points_per_chunk, format_bytes(estimate.bytes_per_chunk),
+                estimate.seconds)
+    vmap_chunk, chunk = estimate.chunk_size, estimate.points_per_chunk
     store = None
     if checkpoint is not None:
         fingerprint = _digest(objective.theta0, directions, *[np.asarray(a) for a in axes],
                               objective.describe(), _data_digest(objective))
-        store = GridCheckpoint(checkpoint, fingerprint, chunk, n_points)
-        chunk = store.chunk_size
+        store = GridCheckpoint(checkpoint, fingerprint, vmap_chunk, chunk, n_points)
+        vmap_chunk, chunk = store.chunk_size, store.points_per_chunk
     loss = np.empty(n_points, dtype=np.float64)
     axes_t = [torch.as_tensor(np.asarray(a), dtype=objective.dtype) for a in axes]
     theta0 = objective.theta0[None, :]
@@ -274,7 +309,7 @@ def sample_grid(
                 coeffs = torch.stack([a[torch.as_tensor(i)] for a, i in zip(axes_t, index,
                                                                             strict=True)], 1)
                 thetas = torch.addmm(theta0, coeffs.to(objective.device), directions)
-                done = objective.batch(thetas, chunk_size=stop - start).double().cpu().numpy()
+                done = objective.batch(thetas, chunk_size=vmap_chunk).double().cpu().numpy()
                 if store is not None:
                     store.save(start, stop, done)
             else:

@@ -236,8 +236,8 @@ RESUME_SCRIPT = textwrap.dedent(
             return F.cross_entropy(out, target)
 
         return Landscape.compute(model, (x, y), loss, directions="random", dims=3, steps=6,
-                                 extent=0.5, chunk_size=10, checkpoint=checkpoint,
-                                 progress=False)
+                                 extent=0.5, chunk_size=5, points_per_chunk=10,
+                                 checkpoint=checkpoint, progress=False)
 
     if __name__ == "__main__":
         run(sys.argv[1], kill_after=int(sys.argv[2]))
@@ -249,8 +249,8 @@ def test_interrupted_run_resumes_to_identical_array(tmp_path, caplog):
     script = tmp_path / "resume_case.py"
     script.write_text(RESUME_SCRIPT)
     checkpoint = tmp_path / "ckpt"
-    # the vmapped loss is called once per chunk (plus a few estimate calls): die mid-grid
-    proc = subprocess.run([sys.executable, str(script), str(checkpoint), "12"],
+    # the vmapped loss is called once per 5 points (plus estimate calls): die mid-grid
+    proc = subprocess.run([sys.executable, str(script), str(checkpoint), "20"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode != 0  # killed
     finished = sorted(checkpoint.glob("chunk_*.npy"))
@@ -269,7 +269,8 @@ def test_interrupted_run_resumes_to_identical_array(tmp_path, caplog):
     model, x, y = resume_case.build()
     with pytest.raises(ValueError, match="different grid"):
         Landscape.compute(model, (x, y), F.cross_entropy, directions="random", dims=3, steps=5,
-                          extent=0.5, chunk_size=10, checkpoint=checkpoint, progress=False)
+                          extent=0.5, chunk_size=5, points_per_chunk=10, checkpoint=checkpoint,
+                          progress=False)
 
 
 def test_plots_return_axes_without_touching_pyplot():
