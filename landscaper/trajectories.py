@@ -1,0 +1,264 @@
+"""Samples of the loss landscape around a minimum: jump & retrain, grid and naive sampling.
+
+Jump & retrain (Horoi et al., 2022): for every seed and step size, jump from θ₀ along a random
+filter-normalised direction to θ₀ + step·v̄, then retrain a *copy* of the model with the
+original optimiser for N epochs, recording the parameters and the train loss/accuracy after
+every epoch. The grid and naive samplers are the paper's baselines with the same number of
+points. All three return `Samples`; parameter vectors larger than the memory budget are
+stored out of core in a memory-mapped file.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._utils import format_bytes, parse_bytes, progress_bar
+from .directions import random_directions
+from .objective import Objective
+from .sampling import grid_axes, grid_coordinates
+
+logger = logging.getLogger(__name__)
+
+#: ``train_epoch(model, optimizer, epoch)`` runs one epoch of the user's training loop.
+TrainEpoch = Callable[[nn.Module, torch.optim.Optimizer, int], Any]
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Sampled parameter vectors with their loss, accuracy and labels (one row per sample).
+
+    Attributes:
+        params: (n, P) float32 array of the selected parameters, or a read-only memmap.
+        loss: (n,) train loss at each sample.
+        accuracy: (n,) train accuracy (NaN when no accuracy objective was given).
+        seed: (n,) seed of the random direction.
+        step_size: (n,) jump length (grid: distance from θ₀ in direction units).
+        epoch: (n,) retraining epoch, 0 for the jump point (−1 for grid/naive samples).
+        sampler: ``"jump_retrain"``, ``"grid"`` or ``"naive"``.
+        info: JSON-friendly settings.
+    """
+
+    params: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray
+    seed: np.ndarray
+    step_size: np.ndarray
+    epoch: np.ndarray
+    sampler: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.loss.shape[0])
+
+    def features(self) -> np.ndarray:
+        """(n, 2) loss and accuracy per sample (the classifier features of Table 1)."""
+        return np.stack([self.loss, self.accuracy], axis=1)
+
+
+class _ParameterStore:
+    """Rows of parameter vectors, in memory or in a memmap when over the budget."""
+
+    def __init__(self, n: int, p: int, budget: int, path: str | os.PathLike[str] | None):
+        size = n * p * 4
+        if size > budget:
+            if path is None:
+                raise MemoryError(
+                    f"{n} parameter vectors of {p} floats need {format_bytes(size)}, more than the "
+                    f"memory budget {format_bytes(budget)}: pass memmap_path=... to store them "
+                    "on disk, or select fewer parameters with params=[...]")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                                  shape=(n, p))
+            logger.info("storing %d x %d parameters out of core in %s", n, p, path)
+        else:
+            self.rows = np.empty((n, p), dtype=np.float32)
+        self.path = path if size > budget else None
+
+    def finish(self) -> np.ndarray:
+        if self.path is None:
+            return self.rows
+        self.rows.flush()
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+
+def _flat_selected(model: nn.Module, names: Sequence[str]) -> torch.Tensor:
+    params = dict(model.named_parameters())
+    return torch.cat([params[n].detach().reshape(-1) for n in names])
+
+
+def _set_selected(model: nn.Module, names: Sequence[str], theta: torch.Tensor) -> None:
+    params = dict(model.named_parameters())
+    offset = 0
+    with torch.no_grad():
+        for name in names:
+            p = params[name]
+            p.copy_(theta[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
+def _evaluate(objective: Objective, accuracy: Objective | None, theta: torch.Tensor
+              ) -> tuple[float, float]:
+    with torch.no_grad():
+        loss = float(objective(theta))
+        acc = float(accuracy(theta)) if accuracy is not None else math.nan
+    return loss, acc
+
+
+def standard_epoch(loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor]) -> TrainEpoch:
+    """A plain training epoch over ``(inputs, targets)`` batches, for `jump_and_retrain`."""
+
+    def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            loss_fn(model(inputs), targets).backward()
+            optimizer.step()
+
+    return train_epoch
+
+
+def jump_and_retrain(
+    model: nn.Module,
+    objective: Objective,
+    optimizer_factory: OptimizerFactory,
+    train_epoch: TrainEpoch,
+    *,
+    accuracy: Objective | None = None,
+    seeds: Sequence[int] = (0, 1, 2, 3),
+    step_sizes: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    epochs: int = 40,
+    normalization: str = "filter",
+    memory_budget: int | str = "2GiB",
+    memmap_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Samples:
+    """Jump from θ₀ along random filter-normalised directions and retrain (Horoi et al.).
+
+    Args:
+        model: the trained model; it is never modified (a copy is retrained for each jump).
+        objective: train loss over the parameters to record (its ``params`` selection decides
+            which parameters are stored; all trainable parameters are retrained).
+        optimizer_factory: builds the *original* optimiser from parameters, e.g.
+            ``lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)``.
+        train_epoch: runs one epoch, ``train_epoch(model, optimizer, epoch)``; see
+            `standard_epoch`.
+        accuracy: optional objective whose "loss" is the train accuracy.
+        seeds, step_sizes, epochs: the paper's defaults (640 samples).
+        normalization: direction normalisation (`landscaper.directions.Normalization`).
+        memory_budget: above it, parameter vectors go to ``memmap_path``.
+        progress: show a progress bar.
+
+    Returns:
+        `Samples` with ``len(seeds)·len(step_sizes)·(epochs+1)`` rows; epoch 0 is the jump point.
+        Retraining seeds torch's global RNG with each seed first, so runs are reproducible.
+    """
+    names = objective.param_names
+    n = len(seeds) * len(step_sizes) * (epochs + 1)
+    store = _ParameterStore(n, objective.num_params, parse_bytes(memory_budget), memmap_path)
+    loss, acc = np.empty(n), np.empty(n)
+    seed_col, step_col, epoch_col = np.empty(n, int), np.empty(n), np.empty(n, int)
+    row = 0
+    with progress_bar(n, "jump & retrain", progress) as bar:
+        for seed in seeds:
+            direction = random_directions(objective, 1, seed=seed,
+                                          normalization=normalization).vectors[0]
+            for step in step_sizes:
+                jumped = copy.deepcopy(model)
+                _set_selected(jumped, names, objective.theta0 + step * direction)
+                torch.manual_seed(seed)
+                optimizer = optimizer_factory(jumped.parameters())
+                for epoch in range(epochs + 1):
+                    if epoch > 0:
+                        jumped.train()
+                        train_epoch(jumped, optimizer, epoch)
+                        jumped.eval()
+                    theta = _flat_selected(jumped, names)
+                    store.rows[row] = theta.float().cpu().numpy()
+                    loss[row], acc[row] = _evaluate(objective, accuracy, theta)
+                    seed_col[row], step_col[row], epoch_col[row] = seed, step, epoch
+                    row += 1
+                    bar.update(1)
+    info = {"seeds": list(seeds), "step_sizes": list(step_sizes), "epochs": epochs,
+            "normalization": normalization, "params": list(names)}
+    return Samples(store.finish(), loss, acc, seed_col, step_col, epoch_col, "jump_retrain",
+                   info)
+
+
+def _evaluate_rows(objective: Objective, accuracy: Objective | None, thetas: torch.Tensor
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    loss = objective.batch(thetas).double().cpu().numpy()
+    acc = (accuracy.batch(thetas).double().cpu().numpy() if accuracy is not None
+           else np.full(len(loss), math.nan))
+    return loss, acc
+
+
+def grid_samples(
+    objective: Objective,
+    n_points: int,
+    *,
+    accuracy: Objective | None = None,
+    extent: float = 1.0,
+    seed: int = 0,
+    normalization: str = "filter",
+    memory_budget: int | str = "2GiB",
+    memmap_path: str | os.PathLike[str] | None = None,
+) -> Samples:
+    """The grid baseline: a 3-D grid of ~``n_points`` along 3 random normalised directions."""
+    per_axis = max(2, round(n_points ** (1 / 3)))
+    dirs = random_directions(objective, 3, seed=seed, normalization=normalization).vectors
+    coords = grid_coordinates(grid_axes(per_axis, extent, 3))
+    thetas = objective.theta0 + torch.as_tensor(coords, dtype=objective.dtype) @ dirs
+    return _samples_from_thetas(objective, accuracy, thetas, "grid", memory_budget, memmap_path,
+                                seed=np.full(len(coords), seed),
+                                step=np.linalg.norm(coords, axis=1),
+                                info={"per_axis": per_axis, "extent": extent, "seed": seed})
+
+
+def naive_samples(
+    objective: Objective,
+    *,
+    accuracy: Objective | None = None,
+    seeds: Sequence[int] = (0, 1, 2, 3),
+    step_sizes: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    per_step: int = 41,
+    normalization: str = "filter",
+    memory_budget: int | str = "2GiB",
+    memmap_path: str | os.PathLike[str] | None = None,
+) -> Samples:
+    """The naive baseline: θ₀ + step·v̄ for fresh random directions v̄ at each step size."""
+    rows, seed_col, step_col = [], [], []
+    for seed in seeds:
+        dirs = random_directions(objective, per_step, seed=10_000 + seed,
+                                 normalization=normalization).vectors
+        for step in step_sizes:
+            rows.append(objective.theta0 + step * dirs)
+            seed_col += [seed] * per_step
+            step_col += [step] * per_step
+    return _samples_from_thetas(objective, accuracy, torch.cat(rows), "naive", memory_budget,
+                                memmap_path, seed=np.asarray(seed_col),
+                                step=np.asarray(step_col),
+                                info={"seeds": list(seeds), "step_sizes": list(step_sizes),
+                                      "per_step": per_step})
+
+
+def _samples_from_thetas(objective: Objective, accuracy: Objective | None,
+                         thetas: torch.Tensor, sampler: str, memory_budget: int | str,
+                         memmap_path: str | os.PathLike[str] | None, *, seed: np.ndarray,
+                         step: np.ndarray, info: dict[str, Any]) -> Samples:
+    n = thetas.shape[0]
+    store = _ParameterStore(n, objective.num_params, parse_bytes(memory_budget), memmap_path)
+    store.rows[:] = thetas.float().cpu().numpy()
+    loss, acc = _evaluate_rows(objective, accuracy, thetas)
+    return Samples(store.finish(), loss, acc, seed.astype(int), step.astype(float),
+                   np.full(n, -1), sampler, {"normalization": "filter", **info})
