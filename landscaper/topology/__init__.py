@@ -5,6 +5,13 @@ Main entry points: :func:`merge_tree`, :func:`basins`, :func:`persistence_diagra
 """
 
 from .basins import Basins, basin_metric, basins, simplify
+from .graph import (
+    GraphPersistence,
+    TotalPersistence,
+    graph_persistence,
+    knn_graph_from_distances,
+    total_persistence_of,
+)
 from .merge_tree import MergeTree, merge_tree
 from .neighbours import grid_offsets, knn_edges
 from .order import rank_values
@@ -40,4 +47,9 @@ __all__ = [
     "smad_pairs",
     "total_persistence",
     "wasserstein_distance",
+    "GraphPersistence",
+    "TotalPersistence",
+    "graph_persistence",
+    "knn_graph_from_distances",
+    "total_persistence_of",
 ]
