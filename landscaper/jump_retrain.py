@@ -1,0 +1,219 @@
+"""`JumpRetrain`: Horoi et al.'s jump & retrain analysis as one estimator for notebooks.
+
+Three stages, each cached until a parameter it depends on changes (as PHATE does):
+
+1. ``sample``: jump & retrain trajectories (`landscaper.trajectories.jump_and_retrain`);
+2. ``embed``: PHATE with cosine distances (or PCA), exposing the diffusion potential;
+3. ``topology``: a kNN graph on the potential distances, a loss-level (lower-star)
+   filtration on its clique complex, persistence diagrams D0 and D1 and total persistence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._utils import timed
+from .objective import Objective, normalize_data
+from .trajectories import Samples, jump_and_retrain, standard_epoch
+
+logger = logging.getLogger(__name__)
+
+_STAGE_PARAMS = {
+    "sample": {"seeds", "step_sizes", "epochs", "normalization"},
+    "embed": {"embedding", "n_components", "phate_knn", "seed"},
+    "topology": {"k", "fill_triangles"},
+}
+_STAGES = ("sample", "embed", "topology")
+
+
+def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return (outputs.argmax(dim=-1) == targets).float().mean()
+
+
+class JumpRetrain:
+    """Jump & retrain sampling, embedding and kNN-graph loss persistence.
+
+    Args:
+        model: the trained model (never modified).
+        data: training data as for `Objective` (a tuple, a list of batches or a DataLoader);
+            it is also the loop retraining runs over unless ``train_epoch`` is given.
+        loss_fn: ``loss_fn(outputs, targets)``.
+        optimizer_factory: builds the original optimiser, e.g.
+            ``lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)``.
+        train_epoch: optional ``train_epoch(model, optimizer, epoch)``; default: one pass over
+            the batches of ``data``.
+        accuracy_fn: ``accuracy_fn(outputs, targets)``; default: argmax accuracy, None to skip.
+        params: parameters recorded and embedded (names or patterns; default all trainable).
+        seeds, step_sizes, epochs: J&R settings (paper: 4 seeds × 4 steps × 40 epochs).
+        embedding: ``"phate"`` (cosine, needs the ``phate`` extra) or ``"pca"``.
+        k: neighbours of the kNN graph (paper: 20).
+        fill_triangles: fill graph cycles with the clique complex's triangles so that
+            1-dimensional classes can die (the authors' code never kills them).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        loss_fn: Callable[..., torch.Tensor],
+        optimizer_factory: Callable[..., torch.optim.Optimizer],
+        train_epoch: Callable[..., Any] | None = None,
+        *,
+        accuracy_fn: Callable[..., torch.Tensor] | None = _accuracy,
+        params: str | Sequence[str] | None = None,
+        seeds: Sequence[int] = (0, 1, 2, 3),
+        step_sizes: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+        epochs: int = 40,
+        normalization: str = "filter",
+        embedding: str = "phate",
+        n_components: int = 2,
+        phate_knn: int = 5,
+        k: int = 20,
+        fill_triangles: bool = True,
+        seed: int = 0,
+        memory_budget: int | str = "2GiB",
+        memmap_path: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.batches = normalize_data(data)
+        self.objective = Objective(model, self.batches, loss_fn, params,
+                                   memory_budget=memory_budget)
+        self.accuracy = (None if accuracy_fn is None else
+                         Objective(model, self.batches, accuracy_fn, params,
+                                   memory_budget=memory_budget))
+        self.optimizer_factory = optimizer_factory
+        self.train_epoch = train_epoch or standard_epoch(self.batches, loss_fn)
+        self.memory_budget, self.memmap_path, self.progress = memory_budget, memmap_path, progress
+        self.settings: dict[str, Any] = {
+            "seeds": tuple(seeds), "step_sizes": tuple(step_sizes), "epochs": epochs,
+            "normalization": normalization, "embedding": embedding,
+            "n_components": n_components, "phate_knn": phate_knn, "k": k,
+            "fill_triangles": fill_triangles, "seed": seed,
+        }
+        self.samples_: Samples | None = None
+        self.embedding_: Any = None
+        self.persistence_: Any = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ parameters
+    def set_params(self, **changes: Any) -> JumpRetrain:
+        """Change settings; only the stages that depend on them are recomputed next time."""
+        unknown = set(changes) - set(self.settings)
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(self.settings)}")
+        changed = {name for name, value in changes.items() if self.settings[name] != value}
+        self.settings.update(changes)
+        for i, stage in enumerate(_STAGES):
+            if changed & _STAGE_PARAMS[stage]:
+                for stale in _STAGES[i:]:
+                    self._reset(stale)
+                break
+        return self
+
+    def _reset(self, stage: str) -> None:
+        attr = {"sample": "samples_", "embed": "embedding_", "topology": "persistence_"}[stage]
+        if getattr(self, attr) is not None:
+            logger.info("settings changed: recomputing the %s stage", stage)
+        setattr(self, attr, None)
+
+    # ------------------------------------------------------------------ stages
+    def sample(self) -> Samples:
+        """Stage 1: jump & retrain samples (cached)."""
+        if self.samples_ is None:
+            s = self.settings
+            with timed(logger, "jump & retrain") as record:
+                self.samples_ = jump_and_retrain(
+                    self.model, self.objective, self.optimizer_factory, self.train_epoch,
+                    accuracy=self.accuracy, seeds=s["seeds"], step_sizes=s["step_sizes"],
+                    epochs=s["epochs"], normalization=s["normalization"],
+                    memory_budget=self.memory_budget, memmap_path=self.memmap_path,
+                    progress=self.progress)
+            self.timings["sample_s"] = record["seconds"]
+        return self.samples_
+
+    def embed(self) -> Any:
+        """Stage 2: PHATE (cosine) or PCA embedding of the samples (cached)."""
+        if self.embedding_ is None:
+            from . import embedding
+
+            samples, s = self.sample(), self.settings
+            with timed(logger, f"{s['embedding']} embedding") as record:
+                if s["embedding"] == "phate":
+                    self.embedding_ = embedding.phate_embedding(
+                        samples.params, n_components=s["n_components"], knn=s["phate_knn"],
+                        seed=s["seed"])
+                elif s["embedding"] == "pca":
+                    self.embedding_ = embedding.pca_embedding(samples.params, s["n_components"])
+                else:
+                    raise ValueError(f"embedding must be 'phate' or 'pca', got "
+                                     f"{s['embedding']!r}")
+            self.timings["embed_s"] = record["seconds"]
+        return self.embedding_
+
+    def graph_distances(self) -> np.ndarray:
+        """Distances the kNN graph uses: PHATE potential distances (PCA: embedding distances)."""
+        result = self.embed()
+        distances = getattr(result, "potential_distances", None)
+        if distances is None:
+            coords = np.asarray(result.embedding, dtype=np.float64)
+            distances = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+        return distances
+
+    def topology(self) -> Any:
+        """Stage 3: persistence of the loss filtration on the kNN graph (cached)."""
+        if self.persistence_ is None:
+            from .topology import graph_persistence, knn_graph_from_distances
+
+            s, distances, loss = self.settings, self.graph_distances(), self.sample().loss
+            with timed(logger, "kNN-graph persistence") as record:
+                edges = knn_graph_from_distances(distances, k=s["k"])
+                self.persistence_ = graph_persistence(loss, edges,
+                                                      fill_triangles=s["fill_triangles"])
+            self.timings["topology_s"] = record["seconds"]
+        return self.persistence_
+
+    def fit(self) -> JumpRetrain:
+        """Run every stage that is not cached."""
+        self.topology()
+        return self
+
+    def total_persistence(self, p: float = 2.0) -> dict[int, float]:
+        """pers(D) = Σ|d − c|^p of D0 and D1 (finite pairs), as in the paper (p = 2)."""
+        result = self.topology()
+        return {dim: float(result.total_persistence(dim, p=p)) for dim in (0, 1)}
+
+    # ------------------------------------------------------------------ plots
+    def plot_embedding(self, ax: Any = None) -> Any:
+        """The paper's Fig. 2: embedding coloured by log loss, trajectories by seed."""
+        from .plots import plot_trajectories
+
+        return plot_trajectories(self.embed().embedding, self.sample(), ax=ax)
+
+    def plot_persistence(self, ax: Any = None, dim: int | None = None) -> Any:
+        """Persistence diagram(s) with total persistence in the title (Fig. 3 A style)."""
+        from .plots import new_axes
+
+        result = self.topology()
+        ax = ax or new_axes()
+        dims = (0, 1) if dim is None else (dim,)
+        finite_values = [d[np.isfinite(d)] for i in dims for d in [result.diagrams[i]]]
+        top = max((float(v.max()) for v in finite_values if v.size), default=1.0)
+        for i in dims:
+            diagram = result.diagrams[i]
+            death = np.where(np.isfinite(diagram[:, 1]), diagram[:, 1], top * 1.05)
+            ax.scatter(diagram[:, 0], death, s=12, label=f"D{i} ({len(diagram)})")
+        ax.axline((0, 0), slope=1, color="0.6", lw=0.8)
+        ax.axhline(top * 1.05, color="0.8", lw=0.8, ls="--")
+        totals = self.total_persistence()
+        ax.set_title(", ".join(f"pers(D{i}) = {totals[i]:.3g}" for i in dims), fontsize="small")
+        ax.set_xlabel("birth (loss)")
+        ax.set_ylabel("death (loss); dashed: never dies")
+        ax.legend(fontsize="small")
+        return ax
