@@ -9,8 +9,9 @@ For each model, in one run and on the same model, data, directions and number of
   (c) Landscaper 1.3.1 `compute_loss_landscape` in its own virtual environment.
 Cases: the digits MLP (4,810 params, 1,797 samples; the forward pass is the limit), a wide CNN
 (1.15M params; the forward pass dominates), and a PINN-sized 2-50-50-1 MLP on 1,000 and on
-100 collocation points (cheap forward: per-point overhead dominates, more so with 100 points). Our side runs in a fresh subprocess per case
-so its peak memory (VmHWM) is reported against the memory budget.
+100 collocation points (cheap forward: per-point overhead dominates, more so with 100 points).
+Our side runs in a fresh subprocess per case so its peak memory (VmHWM) is reported against
+the memory budget.
 
 Targets (issue 3): ≥ 0.9× roofline everywhere, ≥ 1.4× Landscaper on the digits MLP, ≥ 5×
 Landscaper in the cheap-forward regime, memory within the budget.
@@ -26,10 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_models
 import numpy as np
 import torch
-
-import bench_models
 from peers.envs import run_peer
 
 RESULTS = Path(__file__).resolve().parent / "results"

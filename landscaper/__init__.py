@@ -12,6 +12,7 @@ from .directions import (
     user_directions,
 )
 from .hessian import HessianOperator, spectral_density, top_eigenpairs, trace
+from .jump_retrain import JumpRetrain
 from .landscape import Landscape
 from .objective import Objective
 
@@ -23,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Directions",
     "HessianOperator",
+    "JumpRetrain",
     "Landscape",
     "Objective",
     "__version__",
