@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from peers.envs import run_peer
+from peers.envs import PeerEnvError, run_peer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER_CASES = [(41, 2), (81, 2), (21, 3), (41, 3)]
@@ -77,10 +77,12 @@ def run_landscaper(n: int, d: int, timeout: float, tmp: Path) -> dict:
     grid = tmp / f"rastrigin_{n}_{d}.npz"
     with open(grid, "wb") as handle:
         np.savez(handle, loss=values, coordinates=np.stack(axes))
-    result = run_peer("landscaper131", "landscaper_topology.py",
-                      [grid, "--ops", "sublevel_tree,ms_complex,smad,smad_normalized"],
-                      timeout_s=timeout)
-    return result
+    try:
+        return run_peer("landscaper131", "landscaper_topology.py",
+                        [grid, "--ops", "sublevel_tree,ms_complex,smad,smad_normalized"],
+                        timeout_s=timeout)
+    except PeerEnvError as err:  # e.g. nglpy's all-pairs kNN runs out of memory on 41^3
+        return {"failed": str(err).strip().splitlines()[-1]}
 
 
 def peer_columns(row: dict, timeout: float) -> tuple[str, str, str, str]:
@@ -91,7 +93,9 @@ def peer_columns(row: dict, timeout: float) -> tuple[str, str, str, str]:
     partial = peer.get("partial") or {}
     leaves = (peer.get("sublevel_tree") or partial.get("sublevel_tree") or {}).get("n_leaves")
     smad = peer.get("smad")
-    if row["landscaper_seconds"] is None:
+    if peer.get("failed"):
+        time_cell, speed_cell = "failed", "-"
+    elif row["landscaper_seconds"] is None:
         time_cell, speed_cell = f"> {timeout:.0f} s", f"> {timeout / ours_s:.0f}x"
     else:
         time_cell = f"{row['landscaper_seconds']:.4g} s"
@@ -120,7 +124,7 @@ def main() -> int:
             ours = ours_in_subprocess(n, d, "full")
             ours_axis = ours_in_subprocess(n, d, "axis")
             peer = run_landscaper(n, d, args.peer_timeout, Path(tmp))
-            peer_total = None if peer.get("timed_out") else sum(
+            peer_total = None if peer.get("timed_out") or peer.get("failed") else sum(
                 peer["seconds"][k] for k in ("sublevel_tree", "ms_complex", "smad"))
             rows.append({"case": f"{n}^{d}", "ours": ours, "ours_axis": ours_axis,
                          "landscaper": peer, "landscaper_seconds": peer_total})
@@ -143,6 +147,9 @@ def main() -> int:
           "3^d-1 adjacency\n(Landscaper's GitHub main definition); Landscaper 1.3.1 pairs "
           "minima on a patched contour tree\nover an nglpy beta-skeleton of the coordinates, so "
           "values differ where the trees differ.")
+    for row in rows:
+        if row.get("landscaper", {}).get("failed"):
+            print(f"Landscaper on {row['case']} failed: {row['landscaper']['failed']}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_topology.json").write_text(json.dumps(rows, indent=2, default=str))
     return 0

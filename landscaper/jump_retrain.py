@@ -146,8 +146,12 @@ class JumpRetrain:
             samples, s = self.sample(), self.settings
             with timed(logger, f"{s['embedding']} embedding") as record:
                 if s["embedding"] == "phate":
+                    knn = min(s["phate_knn"], len(samples) - 2)
+                    if knn < s["phate_knn"]:
+                        logger.warning("only %d samples: PHATE uses knn=%d instead of %d",
+                                       len(samples), knn, s["phate_knn"])
                     self.embedding_ = embedding.phate_embedding(
-                        samples.params, n_components=s["n_components"], knn=s["phate_knn"],
+                        samples.params, n_components=s["n_components"], knn=knn,
                         seed=s["seed"])
                 elif s["embedding"] == "pca":
                     self.embedding_ = embedding.pca_embedding(samples.params, s["n_components"])

@@ -1,0 +1,234 @@
+"""A shareable report: ``metrics.json``, PNG figures and a self-contained ``index.html``.
+
+The HTML embeds every figure as a data URI, so the single file opens anywhere without network
+access; the PNGs sit beside it for reuse in papers and slides.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import plots
+from .landscape import Landscape
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Spectrum:
+    """Hessian spectrum numbers shown in a report."""
+
+    eigenvalues: np.ndarray
+    n_hvp: int
+    trace: float | None = None
+    trace_std_error: float | None = None
+    density_grid: np.ndarray | None = None
+    density: np.ndarray | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-friendly numbers with units."""
+        return {"top_eigenvalues": [float(v) for v in self.eigenvalues],
+                "n_hvp": int(self.n_hvp), "trace": self.trace,
+                "trace_std_error": self.trace_std_error,
+                "units": "loss per squared parameter unit"}
+
+
+@dataclass
+class Figure:
+    """One figure of the report: file name, title and how to read it."""
+
+    name: str
+    title: str
+    caption: str
+
+
+@dataclass
+class Report:
+    """Collects metrics and figures, then writes the folder."""
+
+    out: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+
+    def add_figure(self, ax: Any, name: str, title: str, caption: str) -> None:
+        """Save the Axes' figure as ``name``.png and list it with a caption."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        ax.figure.savefig(self.out / f"{name}.png", dpi=110)
+        self.figures.append(Figure(name, title, caption))
+
+    def write(self) -> Path:
+        """Write ``metrics.json`` and ``index.html``; returns the folder."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        _atomic_text(self.out / "metrics.json", json.dumps(_jsonable(self.metrics), indent=2))
+        _atomic_text(self.out / "index.html", self._html())
+        logger.info("report written to %s", self.out)
+        return self.out
+
+    def _html(self) -> str:
+        rows = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(_short(v))}</td></tr>"
+            for k, v in _flatten(self.metrics).items())
+        cards = []
+        for fig in self.figures:
+            data = base64.b64encode((self.out / f"{fig.name}.png").read_bytes()).decode()
+            cards.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(fig.title)}">'
+                f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}"
+                "</figcaption></figure>")
+        return (
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<title>landscaper report</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+            "figure{display:inline-block;width:48%;vertical-align:top;margin:0 1% 2em}"
+            "img{width:100%}table{border-collapse:collapse;font-size:0.9em}"
+            "th,td{border-bottom:1px solid #ddd;padding:2px 8px;text-align:left}"
+            "</style></head><body><h1>Loss landscape report</h1>"
+            "<p>Numbers first (all of them are in metrics.json), then figures with how to read "
+            "them.</p>"
+            f"<table>{rows}</table>{''.join(cards)}</body></html>")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], float):
+        return ", ".join(f"{v:.5g}" for v in value[:10]) + (" ..." if len(value) > 10 else "")
+    return str(value)
+
+
+def landscape_metrics(land: Landscape) -> dict[str, Any]:
+    """Every number the report shows about a landscape."""
+    finite = land.loss[np.isfinite(land.loss)]
+    tree = land.merge_tree()
+    diagram = land.persistence()
+    finite_pairs = diagram[np.isfinite(diagram[:, 1])]
+    return {
+        "shape": list(land.shape),
+        "extent": land.metadata.get("extent"),
+        "extent_unit": land.metadata.get("extent_unit"),
+        "loss_min": float(finite.min()) if finite.size else None,
+        "loss_max": float(finite.max()) if finite.size else None,
+        "loss_at_center": float(land.loss[tuple(len(a) // 2 for a in land.axes)]),
+        "nonfinite": land.metadata.get("nonfinite"),
+        "minima": int(tree.n_minima),
+        "smad": land.smad(),
+        "smad_normalized": land.smad(normalize=True),
+        "smad_weighted": land.smad(weighted=True),
+        "total_persistence_d0": float(((finite_pairs[:, 1] - finite_pairs[:, 0]) ** 2).sum()),
+        "connectivity": "full (3^k-1 neighbours)",
+        "eigenvalues_of_axes": (None if land.eigenvalues is None
+                                else [float(v) for v in land.eigenvalues]),
+    }
+
+
+def add_landscape(report: Report, land: Landscape) -> None:
+    """Landscape metrics and figures (slice, surface, merge tree, profile, persistence)."""
+    report.metrics["landscape"] = landscape_metrics(land)
+    log = bool(np.nanmin(land.loss) > 0)
+    if land.ndim == 1:
+        report.add_figure(land.plot(log=log), "landscape", "Loss along the direction",
+                          "The loss at θ₀ + a·d; the centre (a = 0) is the trained model.")
+    else:
+        report.add_figure(land.plot(log=log), "landscape", "Loss on a 2-D slice",
+                          "Filled contours of the loss through the first two directions (other "
+                          "axes at their centre); + marks the trained parameters.")
+        report.add_figure(land.plot_surface(), "surface", "Loss surface",
+                          "The same slice as a surface: steep walls mean high curvature.")
+    report.add_figure(land.show_merge_tree(), "merge_tree", "Merge tree",
+                      "Minima (bottom leaves) join at saddles as the loss level rises; more "
+                      "leaves and deeper branches mean a more rugged landscape.")
+    report.add_figure(land.show_profile(log=log), "profile", "Topological landscape profile",
+                      "Basins drawn side by side with widths proportional to their volume and "
+                      "depths equal to their loss range (Geniesse et al.).")
+    report.add_figure(land.show_persistence(), "persistence", "Persistence diagram",
+                      "Each point is a basin born at its minimum and dying at the saddle where "
+                      "it merges; points far above the diagonal are deep, separate basins.")
+
+
+def add_spectrum(report: Report, spectrum: Spectrum) -> None:
+    """Hessian spectrum metrics and figure."""
+    report.metrics["hessian"] = spectrum.metrics()
+    ax = plots.new_axes()
+    if spectrum.density is not None:
+        ax.plot(spectrum.density_grid, spectrum.density, color="C0", label="SLQ density")
+        ax.set_yscale("log")
+        ax.set_ylabel("density")
+    for i, value in enumerate(spectrum.eigenvalues):
+        ax.axvline(value, color="C3", lw=1, label="top eigenvalues" if i == 0 else None)
+    ax.set_xlabel("Hessian eigenvalue")
+    ax.legend(fontsize="small")
+    report.add_figure(ax, "spectrum", "Hessian spectrum",
+                      "Eigenvalue density by stochastic Lanczos quadrature, with the top "
+                      "eigenvalues from Lanczos as red lines: large values mean sharp directions.")
+
+
+def add_jump_retrain(report: Report, jr: Any) -> None:
+    """Jump & retrain metrics and figures."""
+    totals = jr.total_persistence()
+    report.metrics["jump_retrain"] = {
+        "samples": len(jr.samples_), "settings": {k: list(v) if isinstance(v, tuple) else v
+                                                  for k, v in jr.settings.items()},
+        "total_persistence_d0": totals[0], "total_persistence_d1": totals[1],
+        "essential_d0": jr.persistence_.n_essential(0),
+        "essential_d1": jr.persistence_.n_essential(1),
+        "final_loss_mean": float(np.mean(jr.samples_.loss[jr.samples_.epoch ==
+                                                          jr.samples_.epoch.max()])),
+        "timings_s": dict(jr.timings),
+    }
+    report.add_figure(jr.plot_embedding(), "trajectories", "Jump & retrain trajectories",
+                      "Embedding of the retraining trajectories (colour: log loss; diamonds: "
+                      "jump points; lines fade as retraining proceeds).")
+    report.add_figure(jr.plot_persistence(), "jr_persistence", "Loss persistence of the samples",
+                      "Persistence of the loss filtration on the kNN graph of the samples; "
+                      "higher total persistence means more topological activity around the "
+                      "minimum.")
+
+
+def report_for_landscape(land: Landscape, out: str | os.PathLike[str]) -> Path:
+    """Rebuild a report from a saved landscape alone (no recomputation of the grid)."""
+    report = Report(Path(out))
+    report.metrics["source"] = land.metadata.get("source")
+    add_landscape(report, land)
+    return report.write()

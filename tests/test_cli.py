@@ -1,0 +1,139 @@
+"""The command line: demo, analyze, report, compare and bad invocations."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from landscaper import Landscape
+from landscaper.cli import main
+
+FACTORY = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def make_model():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+        x = torch.randn(60, 4)
+        y = torch.randint(0, 3, (60,))
+        return model, (x, y), nn.functional.cross_entropy
+
+    def with_optimizer():
+        model, data, loss = make_model()
+        return model, data, loss, lambda ps: torch.optim.SGD(ps, lr=0.1)
+
+    def broken():
+        raise RuntimeError("cannot build")
+    """
+)
+
+
+def finite_numbers(value):
+    if isinstance(value, dict):
+        return all(finite_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return all(finite_numbers(v) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
+
+
+@pytest.fixture
+def factory_file(tmp_path):
+    path = tmp_path / "user_model.py"
+    path.write_text(FACTORY)
+    return path
+
+
+def test_demo_quick_writes_a_complete_report(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"settings", "hessian", "landscape", "jump_retrain"}
+    assert finite_numbers(metrics["hessian"]) and finite_numbers(metrics["landscape"])
+    assert metrics["landscape"]["shape"] == [7, 7, 7]
+    assert metrics["jump_retrain"]["samples"] == 2 * 2 * 4
+    for name in ("spectrum", "landscape", "surface", "merge_tree", "profile", "persistence",
+                 "trajectories", "jr_persistence"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 8 and "http" not in page
+    land = Landscape.load(out / "landscape.npz")
+    assert land.smad() == pytest.approx(metrics["landscape"]["smad"])
+
+
+def test_analyze_report_and_compare(tmp_path, factory_file, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--dims", "2", "--steps", "5", "--jr-seeds", "0", "-q"]
+    assert main(["analyze", "--model", f"{factory_file}:make_model", "--out", str(a),
+                 *common]) == 0
+    assert main(["analyze", "--model", f"{factory_file}:with_optimizer", "--out", str(b),
+                 "--dims", "2", "--steps", "5", "--jr-seeds", "1", "--jr-epochs", "4",
+                 "--jr-steps", "0.5", "1.0", "--jr-k", "3", "-q"]) == 0
+    assert "jump_retrain" in json.loads((b / "metrics.json").read_text())
+    assert main(["report", str(a / "landscape.npz"), "--out", str(tmp_path / "rebuilt"),
+                 "-q"]) == 0
+    rebuilt = json.loads((tmp_path / "rebuilt" / "metrics.json").read_text())
+    original = json.loads((a / "metrics.json").read_text())
+    assert rebuilt["landscape"] == original["landscape"]
+    capsys.readouterr()
+    assert main(["compare", str(a / "landscape.npz"), str(b / "landscape.npz"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bottleneck_distance_d0"] >= 0
+    assert main(["compare", str(a / "landscape.npz"), str(a / "landscape.npz")]) == 0
+    assert "bottleneck distance D0" in capsys.readouterr().out
+
+
+def test_weights_are_loaded_without_pickle(tmp_path, factory_file):
+    import torch
+
+    sys.path.insert(0, str(factory_file.parent))
+    try:
+        import user_model
+    finally:
+        sys.path.remove(str(factory_file.parent))
+    model = user_model.make_model()[0]
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "ckpt.pt")
+    assert main(["analyze", "--model", f"{factory_file}:make_model", "--weights",
+                 str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "w"), "--dims", "1",
+                 "--steps", "3", "--jr-seeds", "0", "-q"]) == 0
+    torch.save({"state_dict": model.state_dict(), "extra": np.float64}, tmp_path / "bad.pt")
+    assert main(["analyze", "--model", f"{factory_file}:make_model", "--weights",
+                 str(tmp_path / "bad.pt"), "--out", str(tmp_path / "x"), "-q"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["report", "missing.npz"], 2, "no landscape file"),
+        (["analyze", "--model", "nofile.py:make"], 2, "no file"),
+        (["analyze", "--model", "no-colon"], 2, "file.py:make_model"),
+        (["analyze", "--model", "{factory}:broken"], 2, "cannot build"),
+        (["analyze", "--model", "{factory}:make_model", "--extent", "0"], 2, "--extent"),
+        (["analyze", "--model", "{factory}:make_model", "--dims", "5", "--steps", "2",
+          "--jr-seeds", "0", "-k", "60"], 1, "number of parameters"),
+    ],
+)
+def test_bad_invocations_exit_with_one_line(argv, code, message, factory_file, capsys,
+                                            tmp_path):
+    argv = [a.replace("{factory}", str(factory_file)) for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "o")] if argv[0] == "analyze" else argv) == code
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_console_script_help_and_exit_code():
+    proc = subprocess.run([sys.executable, "-m", "landscaper", "demo", "--help"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "exit codes" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "landscaper", "frobnicate"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
