@@ -194,6 +194,7 @@ def add_spectrum(report: Report, spectrum: Spectrum) -> None:
     if spectrum.density is not None:
         ax.plot(spectrum.density_grid, spectrum.density, color="C0", label="SLQ density")
         ax.set_yscale("log")
+        ax.set_ylim(bottom=float(np.max(spectrum.density)) * 1e-6)
         ax.set_ylabel("density")
     for i, value in enumerate(spectrum.eigenvalues):
         ax.axvline(value, color="C3", lw=1, label="top eigenvalues" if i == 0 else None)
