@@ -308,8 +308,13 @@ def sample_grid(
                 index = np.unravel_index(np.arange(start, stop), shape)
                 coeffs = torch.stack([a[torch.as_tensor(i)] for a, i in zip(axes_t, index,
                                                                             strict=True)], 1)
-                thetas = torch.addmm(theta0, coeffs.to(objective.device), directions)
-                done = objective.batch(thetas, chunk_size=vmap_chunk).double().cpu().numpy()
+                coeffs = coeffs.to(objective.device)
+                done = np.empty(stop - start)
+                for sub in range(0, stop - start, vmap_chunk):
+                    # build only the parameter vectors of one vmapped call: θ₀ + A·D
+                    thetas = torch.addmm(theta0, coeffs[sub : sub + vmap_chunk], directions)
+                    done[sub : sub + thetas.shape[0]] = objective.batch(
+                        thetas, chunk_size=vmap_chunk).double().cpu().numpy()
                 if store is not None:
                     store.save(start, stop, done)
             else:
