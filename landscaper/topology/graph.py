@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .neighbours import validate_edges
+from .persistence import _import_gudhi, total_persistence
 
 logger = logging.getLogger(__name__)
 
@@ -182,18 +183,7 @@ class GraphPersistence:
         if essential == "cap" and d.size:
             d = d.copy()
             d[d[:, 1] == np.inf, 1] = self.value_max
-        fin = np.isfinite(d).all(axis=1)
-        return float(np.sum(np.abs(d[fin, 1] - d[fin, 0]) ** float(p)))
-
-
-def _import_gudhi():
-    try:
-        import gudhi
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "graph persistence needs gudhi; install it with `pip install gudhi`"
-        ) from exc
-    return gudhi
+        return total_persistence(d, p)
 
 
 def _clean_edges(edges: np.ndarray, n: int) -> np.ndarray:
@@ -253,7 +243,7 @@ def graph_persistence(
         raise ValueError(f"max_dim must be 0 or 1, got {max_dim}")
     n = vals.size
     e = _clean_edges(edges, n)
-    gudhi = _import_gudhi()
+    gudhi = _import_gudhi("graph persistence diagrams")
 
     # Strict total order: stable argsort, ties by vertex index (as landscaper.topology.order).
     order = np.argsort(vals, kind="stable")

@@ -65,13 +65,11 @@ def total_persistence(diagram, p: float = 2.0) -> float:
     return float(np.sum(np.abs(d[fin, 1] - d[fin, 0]) ** float(p)))
 
 
-def _import_gudhi():
+def _import_gudhi(purpose: str = "diagram distances"):
     try:
         import gudhi
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "diagram distances need gudhi; install it with `pip install gudhi`"
-        ) from exc
+        raise ImportError(f"{purpose} need gudhi; install it with `pip install gudhi`") from exc
     return gudhi
 
 
