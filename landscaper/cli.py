@@ -240,15 +240,16 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
 
 def _fill_defaults(args: argparse.Namespace) -> None:
     quick = getattr(args, "quick", False)
-    defaults = {"steps": 7 if quick else 21, "jr_seeds": 2 if quick else 4,
+    full_steps = 15 if args.command == "demo" else 21  # the demo stays under 3 minutes
+    defaults = {"steps": 7 if quick else full_steps, "jr_seeds": 2 if quick else 4,
                 "jr_epochs": 3 if quick else 10,
                 "jr_steps": [0.5, 1.0] if quick else [0.25, 0.5, 0.75, 1.0]}
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    args.trace_probes = 10 if quick else 50
-    args.slq_probes = 2 if quick else 5
-    args.slq_steps = 20 if quick else 60
+    args.trace_probes = 10 if quick else 30
+    args.slq_probes = 2 if quick else 3
+    args.slq_steps = 20 if quick else 40
     if args.dims < 1 or args.dims > 5:
         raise UsageError(f"--dims must be between 1 and 5, got {args.dims}")
     if args.steps < 2:
