@@ -123,38 +123,70 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_factory(spec: str) -> Callable[[], Any]:
+def _load_factory(option: str, spec: str) -> Callable[[], Any]:
     path, _, name = spec.rpartition(":")
     if not path or not name:
-        raise UsageError(f"--model {spec!r} must look like path/to/file.py:make_model")
+        raise UsageError(f"{option} {spec!r} must look like path/to/file.py:make_model")
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"--model: no file {file}")
+        raise UsageError(f"{option}: no file {file}")
     module_spec = importlib.util.spec_from_file_location(f"_landscaper_user_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
     except Exception as err:
-        raise UsageError(f"--model: importing {file} failed: {type(err).__name__}: {err}"
+        raise UsageError(f"{option}: importing {file} failed: {type(err).__name__}: {err}"
                          ) from err
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise UsageError(f"--model: {file} has no callable {name!r}")
+        raise UsageError(f"{option}: {file} has no callable {name!r}")
     return factory
+
+
+def _call_factory(option: str, spec: str) -> Any:
+    factory = _load_factory(option, spec)
+    try:
+        return factory()
+    except Exception as err:
+        raise UsageError(f"{option}: {spec}() raised {type(err).__name__}: {err}") from err
+
+
+def _load_hf(directory: str) -> Any:
+    """A local HuggingFace model directory, loaded offline with eager attention (SDPA has no
+    double backward on CPU); the class is the one named in its config."""
+    import os
+
+    path = Path(directory)
+    if not (path / "config.json").is_file():
+        raise UsageError(f"--hf: {path} has no config.json, so it is not a HuggingFace model "
+                         "directory (save one with model.save_pretrained(path))")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import transformers
+    except ImportError as err:
+        raise UsageError("--hf needs the transformers package: pip install transformers") from err
+    config = transformers.AutoConfig.from_pretrained(path)
+    name = (config.architectures or ["AutoModel"])[0]
+    model_class = getattr(transformers, name, transformers.AutoModel)
+    return model_class.from_pretrained(path, attn_implementation="eager")
 
 
 def _analyze(args: argparse.Namespace) -> int:
     import torch
 
-    factory = _load_factory(args.model)
-    try:
-        made = factory()
-    except Exception as err:
-        raise UsageError(f"--model: {args.model}() raised {type(err).__name__}: {err}") from err
-    if not (isinstance(made, (tuple, list)) and len(made) in (3, 4)):
-        raise UsageError(f"--model: {args.model}() must return (model, data, loss_fn) or "
-                         "(model, data, loss_fn, optimizer_factory)")
+    if args.hf:
+        if not args.data:
+            raise UsageError("--hf needs --data path/to/file.py:make_batches returning dict "
+                             "batches with labels (the loss is outputs.loss)")
+        made: Any = (_load_hf(args.hf), None, None)
+    else:
+        made = _call_factory("--model", args.model)
+        if not (isinstance(made, (tuple, list)) and len(made) in (3, 4)):
+            raise UsageError(f"--model: {args.model}() must return (model, data, loss_fn) or "
+                             "(model, data, loss_fn, optimizer_factory)")
     model, data, loss_fn = made[:3]
+    if args.data:
+        data = _call_factory("--data", args.data)
     if args.weights:
         try:
             state = torch.load(args.weights, map_location="cpu", weights_only=True)
@@ -279,9 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(demo)
     demo.set_defaults(func=_demo)
     analyze = add("analyze", "analyse your own model")
-    analyze.add_argument("--model", required=True,
-                         help="path/to/file.py:factory returning (model, data, loss_fn[, "
-                              "optimizer_factory]); J&R runs when an optimizer factory is given")
+    source = analyze.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model",
+                        help="path/to/file.py:factory returning (model, data, loss_fn[, "
+                             "optimizer_factory]); J&R runs when an optimizer factory is given")
+    source.add_argument("--hf", metavar="DIR",
+                        help="a local HuggingFace model directory (loaded offline, eager "
+                             "attention); needs --data")
+    analyze.add_argument("--data", default=None,
+                         help="path/to/file.py:factory returning the data (for --hf: dict "
+                              "batches with labels; with --model it replaces the factory's)")
     analyze.add_argument("--weights", default=None,
                          help="a state_dict/checkpoint (loaded with weights_only=True)")
     _add_analysis_options(analyze)

@@ -137,3 +137,42 @@ def test_console_script_help_and_exit_code():
     proc = subprocess.run([sys.executable, "-m", "landscaper", "frobnicate"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
+
+
+HF_DATA = textwrap.dedent(
+    """
+    import torch
+
+    def batches():
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(5, 60, (12, 10), generator=gen)
+        mask = torch.ones_like(ids)
+        labels = torch.randint(0, 2, (12,), generator=gen)
+        return [{"input_ids": ids[:6], "attention_mask": mask[:6], "labels": labels[:6]},
+                {"input_ids": ids[6:], "attention_mask": mask[6:], "labels": labels[6:]}]
+    """
+)
+
+
+def test_analyze_a_local_huggingface_directory(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    config = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=16, num_labels=2)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "tiny-bert")
+    data_file = tmp_path / "hf_data.py"
+    data_file.write_text(HF_DATA)
+    out = tmp_path / "hf"
+    assert main(["analyze", "--hf", str(tmp_path / "tiny-bert"), "--data",
+                 f"{data_file}:batches", "--params", "classifier.*",
+                 "bert.encoder.layer.1.output.*", "--dims", "2", "--steps", "3", "-k", "2",
+                 "--out", str(out), "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert finite_numbers(metrics["hessian"]) and finite_numbers(metrics["landscape"])
+    assert metrics["settings"]["num_samples"] == 12
+    assert main(["analyze", "--hf", str(tmp_path), "--data", f"{data_file}:batches",
+                 "--out", str(out)]) == 2  # no config.json there
