@@ -46,12 +46,14 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
     out = Path(args.out)
     quiet = args.quiet
     progress = not quiet
+    model = model.to(args.device)  # the CLI built this model itself; batches follow it
     objective = Objective(model, data, loss_fn, args.params or None)
     report = Report(out)
     report.metrics["settings"] = {
         "dims": args.dims, "steps": args.steps, "extent": args.extent,
         "extent_unit": args.extent_unit, "params": args.params, "k": args.k,
         "num_params": objective.num_params, "num_samples": objective.num_samples,
+        "device": str(objective.device),
     }
     done = _stage("Hessian spectrum", quiet)
     eig = top_eigenpairs(objective, k=max(args.k, args.dims), seed=args.seed)
@@ -262,6 +264,7 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                         help="parameter names or shell patterns forming θ (default: all)")
     parser.add_argument("-k", type=int, default=5, help="top Hessian eigenvalues (default 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--checkpoint", default=None, help="folder making the grid resumable")
     parser.add_argument("--jr-seeds", type=int, default=None, help="J&R seeds (0: skip J&R)")
     parser.add_argument("--jr-epochs", type=int, default=None, help="J&R retraining epochs")
