@@ -87,25 +87,28 @@ def _is_complete(name: str) -> bool:
     return data.get("key") == _spec_key(name)
 
 
+def _subprocess(cmd: list[str], timeout_s: float) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``cmd`` from the repo root in a clean environment; TimeoutExpired propagates."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=_clean_env(), cwd=str(REPO_ROOT), capture_output=True,
+                          text=True, timeout=timeout_s)
+    return proc, time.perf_counter() - t0
+
+
+def _tail(proc: subprocess.CompletedProcess, lines: int = 40) -> str:
+    return "\n".join((proc.stdout + "\n" + proc.stderr).strip().splitlines()[-lines:])
+
+
 def _run_logged(cmd: list[str], what: str, timeout_s: float) -> None:
     log.info("%s: %s", what, " ".join(cmd))
-    t0 = time.perf_counter()
     try:
-        proc = subprocess.run(
-            cmd,
-            env=_clean_env(),
-            cwd=str(REPO_ROOT),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        proc, dt = _subprocess(cmd, timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise PeerEnvError(f"{what}: timed out after {timeout_s:.0f} s: {' '.join(cmd)}") from exc
-    dt = time.perf_counter() - t0
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + "\n" + proc.stderr).strip().splitlines()[-40:])
         raise PeerEnvError(
-            f"{what} failed (exit {proc.returncode}) after {dt:.1f} s: {' '.join(cmd)}\n{tail}"
+            f"{what} failed (exit {proc.returncode}) after {dt:.1f} s: {' '.join(cmd)}\n"
+            f"{_tail(proc)}"
         )
     log.info("%s: done in %.1f s", what, dt)
 
@@ -216,16 +219,8 @@ def run_peer(
         raise FileNotFoundError(path)
     cmd = [str(py), str(path), *map(str, args)]
     log.info("run_peer %s: %s", name, " ".join(cmd))
-    t0 = time.perf_counter()
     try:
-        proc = subprocess.run(
-            cmd,
-            env=_clean_env(),
-            cwd=str(REPO_ROOT),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        proc, dt = _subprocess(cmd, timeout_s)
     except subprocess.TimeoutExpired as exc:
         log.warning("run_peer %s %s timed out after %.0f s", name, script, timeout_s)
         out = {"timed_out": True, "timeout_s": timeout_s, "peer": name, "script": script}
@@ -233,13 +228,11 @@ def run_peer(
         if partial is not None:
             out["partial"] = partial
         return out
-    dt = time.perf_counter() - t0
     result = _last_json_line(proc.stdout)
     if proc.returncode != 0 or result is None:
-        tail = "\n".join((proc.stdout + "\n" + proc.stderr).strip().splitlines()[-40:])
         raise PeerEnvError(
             f"peer script {script} in env {name} failed (exit {proc.returncode}, "
-            f"{'no' if result is None else 'has'} JSON result):\n{tail}"
+            f"{'no' if result is None else 'has'} JSON result):\n{_tail(proc)}"
         )
     result.setdefault("peer", name)
     result["subprocess_seconds"] = round(dt, 3)
