@@ -139,10 +139,10 @@ def estimate_grid(objective: Objective, n_points: int, memory_budget: int | str 
         chunk, per_point = objective.tune_chunk_size(most, max_points=max(8, n_points // 16))
     else:
         chunk = max(1, min(chunk_size, n_points))
-        probe = objective.theta0.expand(chunk, -1)
+        probe = objective.theta0.expand(min(chunk, 16), -1)  # a timing sample, not a chunk
         start = time.perf_counter()
-        objective.batch(probe, chunk_size=chunk)
-        per_point = (time.perf_counter() - start) / chunk
+        objective.batch(probe, chunk_size=probe.shape[0])
+        per_point = (time.perf_counter() - start) / probe.shape[0]
     if points_per_chunk is None:
         group = max(1, min(most // chunk, -(-MIN_POINTS_PER_CHUNK // chunk)))
         points = min(chunk * group, n_points)
