@@ -44,7 +44,7 @@ class Spectrum:
 
 
 @dataclass
-class Figure:
+class ReportFigure:
     """One figure of the report: file name, title and how to read it."""
 
     name: str
@@ -58,13 +58,13 @@ class Report:
 
     out: Path
     metrics: dict[str, Any] = field(default_factory=dict)
-    figures: list[Figure] = field(default_factory=list)
+    figures: list[ReportFigure] = field(default_factory=list)
 
     def add_figure(self, ax: Any, name: str, title: str, caption: str) -> None:
         """Save the Axes' figure as ``name``.png and list it with a caption."""
         self.out.mkdir(parents=True, exist_ok=True)
         ax.figure.savefig(self.out / f"{name}.png", dpi=110)
-        self.figures.append(Figure(name, title, caption))
+        self.figures.append(ReportFigure(name, title, caption))
 
     def write(self) -> Path:
         """Write ``metrics.json`` and ``index.html``; returns the folder."""
