@@ -155,3 +155,30 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.t0
+
+
+def eig_argument_parser(description: str):
+    """The arguments both power-iteration eigen scripts take."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("case")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--top-n", type=int, default=3)
+    ap.add_argument("--max-iter", type=int, default=100)
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--float64", action="store_true")
+    return ap
+
+
+def load_eig_case(path: str, float64: bool):
+    """(case, model, criterion, X, y) of a case file, converted to float64 when asked."""
+    case = bench_models().load_case(path)
+    model, crit, X, y = case["model"], case["criterion"], case["X"], case["y"]
+    if float64:
+        model, X = model.double(), X.double()
+        if y.is_floating_point():
+            y = y.double()
+    return case, model, crit, X, y

@@ -9,23 +9,13 @@ Prints one JSON line last: eigenvalues, timings, exact HVP count.  Writes EIGS.n
 
 from __future__ import annotations
 
-import argparse
-
 import _common as C  # fixes sys.path: the peer's packages, never our checkout
 import numpy as np
 import torch
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("case")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--top-n", type=int, default=3)
-    ap.add_argument("--max-iter", type=int, default=100)
-    ap.add_argument("--tol", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--float64", action="store_true")
+    ap = C.eig_argument_parser(__doc__.splitlines()[0])
     ap.add_argument(
         "--try-cache",
         action="store_true",
@@ -38,13 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         import landscaper
     C.check_peer_module(landscaper)
 
-    case = C.bench_models().load_case(a.case)
-    model, crit = case["model"], case["criterion"]
-    X, y = case["X"], case["y"]
-    if a.float64:
-        model, X = model.double(), X.double()
-        if y.is_floating_point():
-            y = y.double()
+    case, model, crit, X, y = C.load_eig_case(a.case, a.float64)
     # 1.3.1 iterates `for sample, target in data`: data must be an iterable of batches (a
     # DataLoader or a list), NOT an (X, y) tuple.  It also prints a line when the model is in
     # train mode, so switch to eval first (it would do the same).

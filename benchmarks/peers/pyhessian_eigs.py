@@ -9,7 +9,6 @@ Prints one JSON line last: eigenvalues, timings, exact HVP count.  Writes EIGS.n
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import _common as C  # fixes sys.path: the peer's packages, never our checkout
@@ -18,15 +17,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("case")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--top-n", type=int, default=3)
-    ap.add_argument("--max-iter", type=int, default=100)
-    ap.add_argument("--tol", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--float64", action="store_true")
+    ap = C.eig_argument_parser(__doc__.splitlines()[0])
     a = ap.parse_args(argv)
 
     threads = C.set_threads(a.threads)
@@ -39,13 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     hmod = sys.modules["pyhessian.hessian"]
     C.check_peer_module(pyhessian)
 
-    case = C.bench_models().load_case(a.case)
-    model, crit = case["model"], case["criterion"]
-    X, y = case["X"], case["y"]
-    if a.float64:
-        model, X = model.double(), X.double()
-        if y.is_floating_point():
-            y = y.double()
+    case, model, crit, X, y = C.load_eig_case(a.case, a.float64)
 
     calls = {"hessian_vector_product": 0}
     orig_hvp = hmod.hessian_vector_product

@@ -92,6 +92,11 @@ def plot_merge_tree(tree: MergeTree, ax=None):
     return ax
 
 
+def _finite_range(d: np.ndarray) -> tuple[float, float]:
+    vals = d[np.isfinite(d)]
+    return (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+
+
 def plot_persistence_diagram(diagram, ax=None):
     """Scatter a persistence diagram; essential classes are drawn on a line labelled inf.
 
@@ -105,8 +110,7 @@ def plot_persistence_diagram(diagram, ax=None):
     d = _diagram(diagram)
     ax = _axes(ax)
     fin = np.isfinite(d[:, 1])
-    vals = d[np.isfinite(d)]
-    lo, hi = (vals.min(), vals.max()) if vals.size else (0.0, 1.0)
+    lo, hi = _finite_range(d)
     pad = 0.05 * (hi - lo) if hi > lo else 1.0
     inf_y = hi + 2 * pad
     ax.plot([lo - pad, inf_y], [lo - pad, inf_y], color="0.5", lw=1)
@@ -132,9 +136,7 @@ def plot_barcode(diagram, ax=None):
     """
     d = _diagram(diagram)
     ax = _axes(ax)
-    vals = d[np.isfinite(d)]
-    hi = vals.max() if vals.size else 1.0
-    lo = vals.min() if vals.size else 0.0
+    lo, hi = _finite_range(d)
     end = hi + 0.1 * (hi - lo if hi > lo else 1.0)
     for i, (b, e) in enumerate(d.tolist()):
         ess = not np.isfinite(e)
