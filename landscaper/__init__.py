@@ -11,6 +11,7 @@ from .directions import (
     random_directions,
     user_directions,
 )
+from .distributed import DistributedObjective
 from .hessian import HessianOperator, spectral_density, top_eigenpairs, trace
 from .jump_retrain import JumpRetrain
 from .landscape import Landscape
@@ -23,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Directions",
+    "DistributedObjective",
     "HessianOperator",
     "JumpRetrain",
     "Landscape",

@@ -4,6 +4,11 @@ Commands: ``demo`` (the embedded default analysis), ``analyze`` (your own model)
 (rebuild a report from a saved landscape) and ``compare`` (two saved landscapes).
 Exit codes: 0 success, 1 the analysis failed, 2 bad arguments or inputs. Errors are one line;
 ``--verbose`` adds the traceback.
+
+Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1), ``demo`` and ``analyze`` join a
+process group (NCCL for a CUDA ``--device``, each rank on ``cuda:LOCAL_RANK``; gloo otherwise),
+every rank computes the spectrum, the grid is sharded across ranks with rank 0's directions,
+and only rank 0 prints and writes files (see ``docs/distributed.md``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -37,16 +43,23 @@ def _stage(name: str, quiet: bool) -> Callable[[str], None]:
 
 def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
                  accuracy_fn: Any = None, train: dict[str, Any] | None = None) -> Path:
-    """Spectrum, landscape, topology and (optionally) J&R, written as a report."""
+    """Spectrum, landscape, topology and (optionally) J&R, written as a report.
+
+    In a distributed run every rank computes the spectrum and its share of the grid; only rank
+    0 goes on to topology and J&R and writes the report.
+    """
     import numpy as np
 
     from . import Landscape, Objective, spectral_density, top_eigenpairs, trace
+    from . import distributed as dist_utils
     from .report import Report, Spectrum, add_jump_retrain, add_landscape, add_spectrum
 
     out = Path(args.out)
-    quiet = args.quiet
+    leader = dist_utils.rank() == 0
+    quiet = args.quiet or not leader
     progress = not quiet
-    model = model.to(args.device)  # the CLI built this model itself; batches follow it
+    # the CLI built this model itself; batches follow it
+    model = model.to(dist_utils.local_device(args.device))
     objective = Objective(model, data, loss_fn, args.params or None)
     report = Report(out)
     report.metrics["settings"] = {
@@ -62,8 +75,9 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
                            seed=args.seed)
     grid = np.linspace(slq.nodes.min() - 0.05 * abs(slq.nodes.min()) - 1e-6,
                        slq.nodes.max() * 1.05 + 1e-6, 400)
-    add_spectrum(report, Spectrum(eig.eigenvalues, eig.n_hvp + tr.n_hvp + slq.n_hvp,
-                                  tr.estimate, tr.std_error, grid, slq.density(grid)))
+    if leader:
+        add_spectrum(report, Spectrum(eig.eigenvalues, eig.n_hvp + tr.n_hvp + slq.n_hvp,
+                                      tr.estimate, tr.std_error, grid, slq.density(grid)))
     done(f"top eigenvalue {eig.eigenvalues[0]:.4g}, trace {tr.estimate:.4g} ± "
          f"{tr.std_error:.2g}")
 
@@ -75,6 +89,8 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
                              description={"model": type(model).__name__})
     land.metadata["directions"]["eigenvalues"] = eig.eigenvalues[: args.dims].tolist()
     land.metadata["directions"]["kind"] = "hessian"
+    if not leader:  # the other ranks' part ends with the grid
+        return out
     land.save(out / "landscape.npz")
     done(f"{land.loss.size} points, loss {np.nanmin(land.loss):.4g}..{np.nanmax(land.loss):.4g}")
 
@@ -156,8 +172,6 @@ def _call_factory(option: str, spec: str) -> Any:
 def _load_hf(directory: str) -> Any:
     """A local HuggingFace model directory, loaded offline with eager attention (SDPA has no
     double backward on CPU); the class is the one named in its config."""
-    import os
-
     path = Path(directory)
     if not (path / "config.json").is_file():
         raise UsageError(f"--hf: {path} has no config.json, so it is not a HuggingFace model "
@@ -264,7 +278,8 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                         help="parameter names or shell patterns forming θ (default: all)")
     parser.add_argument("-k", type=int, default=5, help="top Hessian eigenvalues (default 5)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device, e.g. cpu or cuda:0 (under torchrun: cuda:LOCAL_RANK)")
     parser.add_argument("--checkpoint", default=None, help="folder making the grid resumable")
     parser.add_argument("--jr-seeds", type=int, default=None, help="J&R seeds (0: skip J&R)")
     parser.add_argument("--jr-epochs", type=int, default=None, help="J&R retraining epochs")
@@ -344,11 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``landscaper`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    ranked = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    where = f" [rank {os.environ.get('RANK', '?')}]" if ranked else ""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+                        format=f"%(asctime)s{where} %(name)s %(levelname)s %(message)s")
+    joined = False
     try:
         if hasattr(args, "dims"):
             _fill_defaults(args)
+            if ranked:  # launched by torchrun: shard the grid over the ranks
+                from .distributed import init_from_env, rank
+
+                joined = init_from_env(args.device)
+                args.quiet = args.quiet or rank() != 0
         return args.func(args)
     except UsageError as err:
         if args.verbose:
@@ -364,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"landscaper {args.command}: failed: {type(err).__name__}: {err} "
               "(rerun with --verbose for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if joined:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import scipy.sparse.linalg
 import torch
 
 from ._utils import format_bytes, parse_bytes
+from .distributed import DistributedObjective
 from .objective import Objective, ParameterLayout
 
 logger = logging.getLogger(__name__)
@@ -73,11 +74,44 @@ def _second_derivative_hint(err: RuntimeError) -> DoubleBackwardError | None:
     return None
 
 
+# `once_differentiable` wraps every backward in one shared inner function: its code object
+# identifies such Functions in a graph.
+_ONCE_DIFFERENTIABLE_CODE = torch.autograd.function.once_differentiable(
+    lambda ctx: None).__code__
+
+
+def _refuse_once_differentiable(loss: torch.Tensor) -> None:
+    """Raise if the loss graph holds a Function whose backward is ``@once_differentiable``.
+
+    Such a backward returns gradients without a graph, so a second derivative through it would
+    silently be zero rather than fail.
+    """
+    seen, stack, found = set(), [loss.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        cls = getattr(node, "_forward_cls", None)
+        if getattr(getattr(cls, "backward", None), "__code__", None) is _ONCE_DIFFERENTIABLE_CODE:
+            found.append(cls.__name__)
+        stack.extend(fn for fn, _ in node.next_functions)
+    if found:
+        raise DoubleBackwardError(
+            f"{', '.join(sorted(set(found)))} is marked @once_differentiable, so the Hessian "
+            "through it would silently be zero; give it a differentiable backward, use an "
+            "equivalent built from differentiable torch ops, or exclude the parameters before it "
+            "with params=[...]")
+
+
 class HessianOperator:
     """The Hessian of an objective at θ as a linear operator over flat vectors.
 
     Args:
-        objective: the loss over flat parameters.
+        objective: the loss over flat parameters. A `DistributedObjective` (each rank holding a
+            shard of the data) makes every product a collective: the local products are
+            all-reduced weighted by sample counts, giving the Hessian of the mean loss over
+            all ranks' data, the same on every rank.
         theta: the point (θ₀ of the objective by default).
 
     Attributes:
@@ -91,6 +125,7 @@ class HessianOperator:
         self.dtype = self.theta.dtype
         self.device = self.theta.device
         self.n_hvp = 0
+        self._graph_checked = False
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """H @ v for a flat vector v."""
@@ -105,6 +140,9 @@ class HessianOperator:
                 loss = obj.loss_on(theta, batch)
                 (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True,
                                               materialize_grads=True)
+                if not self._graph_checked:  # once: a graph walk costs about one forward
+                    _refuse_once_differentiable(loss)
+                    self._graph_checked = True
                 if not grad.requires_grad:  # loss is at most linear in theta: H = 0
                     continue
                 (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, allow_unused=True,
@@ -115,6 +153,8 @@ class HessianOperator:
                     raise hinted from err
                 raise
             out += weight * hv.detach()
+        if isinstance(obj, DistributedObjective):
+            out = obj.reduce_mean(out)
         self.n_hvp += 1
         return out
 
@@ -208,6 +248,9 @@ class _Lanczos:
         for _ in range(2):
             w = w - stacked.T @ (stacked @ w)
         beta = float(w.norm())
+        if not (np.isfinite(alpha) and np.isfinite(beta)):
+            raise ValueError("the Hessian-vector product is not finite at theta (NaN/inf in the "
+                             "model's weights, data or loss); see objective.nonfinite_theta0")
         self.alphas.append(alpha)
         self.betas.append(beta)
         scale = max(abs(a) for a in self.alphas) or 1.0

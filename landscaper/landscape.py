@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed as dist_utils
 from . import io, topology
 from .directions import (
     Directions,
@@ -34,6 +36,18 @@ def _library_version() -> str:
     from . import __version__
 
     return __version__
+
+
+def _broadcast_directions(dirs: Directions) -> Directions:
+    """Rank 0's direction vectors (and eigenvalues) on every rank of a distributed run."""
+    layout = [list(dirs.vectors.shape), str(dirs.vectors.dtype), dirs.eigenvalues is None]
+    dist_utils.check_agree(repr(layout), "number, length or dtype of directions")
+    vectors = dist_utils.broadcast_tensor(dirs.vectors)
+    eigenvalues = dirs.eigenvalues
+    if eigenvalues is not None:
+        values = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64))
+        eigenvalues = dist_utils.broadcast_tensor(values).numpy()
+    return dataclasses.replace(dirs, vectors=vectors, eigenvalues=eigenvalues)
 
 
 class Landscape:
@@ -104,6 +118,7 @@ class Landscape:
         progress: bool = True,
         description: str | dict[str, Any] | None = None,
         store_directions: bool | None = None,
+        distributed: bool | None = None,
         **objective_kwargs: Any,
     ) -> Landscape:
         """Sample the loss of a model on a grid around its parameters.
@@ -128,6 +143,10 @@ class Landscape:
             description: free text or dict describing model and data, kept in metadata.
             store_directions: keep the direction vectors in the object and saved files
                 (default: when they take under 100 MiB).
+            distributed: shard the grid across the ranks of an initialised torch.distributed
+                process group (None: when there is one with several ranks; False: opt out).
+                Every rank computes the directions, then uses rank 0's (broadcast), and every
+                rank returns the full landscape; see `landscaper.sampling.sample_grid`.
             **objective_kwargs: passed to `Objective` (``batch_loss``, ``allow_train_mode``).
         """
         if objective is None:
@@ -138,6 +157,9 @@ class Landscape:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         dirs = cls._resolve_directions(objective, directions, dims, which, seed)
+        sharded = dist_utils.use_distributed(distributed)
+        if sharded:
+            dirs = _broadcast_directions(dirs)
         timings["directions_s"] = time.perf_counter() - start
         vectors = dirs.vectors
         norms = vectors.norm(dim=1).tolist()
@@ -147,7 +169,7 @@ class Landscape:
         start = time.perf_counter()
         loss = sample_grid(objective, vectors, axes, chunk_size=chunk_size,
                            points_per_chunk=points_per_chunk, memory_budget=memory_budget,
-                           checkpoint=checkpoint, progress=progress)
+                           checkpoint=checkpoint, progress=progress, distributed=sharded)
         timings["grid_s"] = time.perf_counter() - start
         timings["points_per_s"] = loss.size / max(timings["grid_s"], 1e-12)
         metadata = {
@@ -162,6 +184,8 @@ class Landscape:
             "description": description,
             "timings": timings,
         }
+        if sharded:
+            metadata["world_size"] = dist_utils.world_size()
         if store_directions is None:
             size = vectors.numel() * vectors.element_size()
             store_directions = size <= STORE_DIRECTIONS_MAX_BYTES
@@ -179,6 +203,8 @@ class Landscape:
             raise ValueError(f"unknown directions {directions!r}: use 'hessian', 'random', a "
                              "Directions object or a (k, P) array")
         dirs = user_directions(objective, directions)
+        if dims is not None and dims < 1:
+            raise ValueError(f"dims must be >= 1, got {dims}")
         if dims is not None:
             if dims > dirs.k:
                 raise ValueError(f"dims={dims} but only {dirs.k} directions were given; pass "

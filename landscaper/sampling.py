@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed as dist_utils
 from ._utils import format_bytes, parse_bytes, progress_bar
 from .objective import Objective
 
@@ -73,6 +74,10 @@ def grid_axes(
     if any(s < 1 for s in steps_list):
         raise ValueError(f"steps must be >= 1 on every axis, got {steps_list}")
     norms = [1.0] * dims if direction_norms is None else list(direction_norms)
+    if unit is ExtentUnit.RELATIVE and not np.isfinite(theta0_norm):
+        raise ValueError(f"a relative extent scales with the parameter norm, which is "
+                         f"{theta0_norm} (the model's weights hold NaN/inf); pass "
+                         "extent_unit=\"absolute\" with extents in direction units")
     axes = []
     for i, (n_steps, ext) in enumerate(zip(steps_list, extents, strict=True)):
         low, high = (-float(ext), float(ext)) if np.isscalar(ext) else map(float, ext)
@@ -95,6 +100,8 @@ def grid_coordinates(axes: Sequence[np.ndarray], start: int = 0, stop: int | Non
 
 #: Grid points built and written per chunk are at least this many (vmap chunks are grouped).
 MIN_POINTS_PER_CHUNK = 256
+#: A distributed grid gets at least this many chunks per rank by default (load balance).
+MIN_CHUNKS_PER_RANK = 8
 
 
 @dataclass(frozen=True)
@@ -133,12 +140,18 @@ def estimate_grid(objective: Objective, n_points: int, memory_budget: int | str 
     result_bytes = n_points * 8
     if result_bytes > budget:
         raise MemoryError(f"the loss array alone needs {format_bytes(result_bytes)}, more than "
-                          f"the memory budget {format_bytes(budget)}; use fewer steps or dims")
+                          f"the memory budget {format_bytes(budget)}; use fewer steps or dims, or "
+                          "raise memory_budget")
     most = max(1, min(objective.chunk_size(budget - result_bytes), n_points))
     if chunk_size is None:
         chunk, per_point = objective.tune_chunk_size(most, max_points=max(8, n_points // 16))
     else:
         chunk = max(1, min(chunk_size, n_points))
+        if chunk > most:
+            raise MemoryError(
+                f"chunk_size={chunk_size} parameter vectors per call exceed the memory budget "
+                f"{format_bytes(budget)} (~{format_bytes(objective.bytes_per_point())} each); "
+                f"pass chunk_size<={most} or raise memory_budget")
         probe = objective.theta0.expand(min(chunk, 16), -1)  # a timing sample, not a chunk
         start = time.perf_counter()
         objective.batch(probe, chunk_size=probe.shape[0])
@@ -149,6 +162,16 @@ def estimate_grid(objective: Objective, n_points: int, memory_budget: int | str 
     else:
         points = max(1, min(points_per_chunk, n_points))
     return GridEstimate(n_points, chunk, points, points * objective.bytes_per_point(), per_point)
+
+
+def balanced_points_per_chunk(points_per_chunk: int, n_points: int, chunk_size: int,
+                              world_size: int) -> int:
+    """Points per chunk lowered so each of ``world_size`` ranks gets at least
+    `MIN_CHUNKS_PER_RANK` chunks (a multiple of ``chunk_size``; unchanged for one rank)."""
+    if world_size <= 1:
+        return points_per_chunk
+    share = -(-n_points // (MIN_CHUNKS_PER_RANK * world_size))
+    return max(1, min(points_per_chunk, -(-share // chunk_size) * chunk_size))
 
 
 def _digest(*arrays: Any) -> str:
@@ -182,14 +205,28 @@ class GridCheckpoint:
     """A folder of finished chunks: ``meta.json`` plus one ``.npy`` per chunk, written atomically.
 
     The fingerprint covers θ₀, the directions, the axes, the data and the model description, so a
-    checkpoint written for another grid, model or direction set is refused.
+    checkpoint written for another grid, model or direction set is refused. The chunking is
+    fixed by ``meta.json`` when it exists (not by the caller, nor by the number of ranks), so a
+    resumed run evaluates exactly the chunks an uninterrupted run would.
+
+    Args:
+        path: the folder (created when missing, with ``create=True``).
+        fingerprint: digest of everything the grid depends on.
+        chunk_size, points_per_chunk: the chunking of a new checkpoint.
+        n_points: grid points.
+        create: write ``meta.json`` when it is missing; False (ranks other than 0 of a
+            distributed run) requires it to exist already.
     """
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: str, chunk_size: int,
-                 points_per_chunk: int, n_points: int) -> None:
+                 points_per_chunk: int, n_points: int, *, create: bool = True) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         meta_file = self.path / "meta.json"
+        if not create and not meta_file.exists():
+            raise FileNotFoundError(
+                f"{meta_file} is missing on this rank although rank 0 wrote it: the checkpoint "
+                "folder must be on a file system shared by all ranks (or run without checkpoint)")
+        self.path.mkdir(parents=True, exist_ok=True)
         meta = {"version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
                 "chunk_size": chunk_size, "points_per_chunk": points_per_chunk,
                 "n_points": n_points}
@@ -246,6 +283,58 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     os.replace(handle.name, path)
 
 
+def _fingerprint(objective: Objective, directions: torch.Tensor,
+                 axes: Sequence[np.ndarray]) -> str:
+    """Digest of everything a grid depends on (the device by type: cuda:0 and cuda:1 agree)."""
+    describe = objective.describe()
+    describe["device"] = objective.device.type
+    return _digest(objective.theta0, directions, *[np.asarray(a) for a in axes], describe,
+                   _data_digest(objective))
+
+
+def _evaluate_chunk(objective: Objective, directions: torch.Tensor, axes_t: list[torch.Tensor],
+                    shape: tuple[int, ...], start: int, stop: int, vmap_chunk: int
+                    ) -> np.ndarray:
+    """Losses at flat grid points ``start:stop``, built as θ₀ + A·D one vmapped call at a time."""
+    index = np.unravel_index(np.arange(start, stop), shape)
+    coeffs = torch.stack([a[torch.as_tensor(i)] for a, i in zip(axes_t, index, strict=True)], 1)
+    coeffs = coeffs.to(objective.device)
+    theta0 = objective.theta0[None, :]
+    done = np.empty(stop - start)
+    for sub in range(0, stop - start, vmap_chunk):
+        # build only the parameter vectors of one vmapped call: θ₀ + A·D
+        thetas = torch.addmm(theta0, coeffs[sub : sub + vmap_chunk], directions)
+        done[sub : sub + thetas.shape[0]] = objective.batch(
+            thetas, chunk_size=vmap_chunk).double().cpu().numpy()
+    return done
+
+
+def _shared_plan(plan: Callable[[], tuple[int, int, GridCheckpoint | None]],
+                 checkpoint: str | os.PathLike[str] | None, fingerprint: str | None,
+                 n_points: int) -> tuple[int, int, GridCheckpoint | None]:
+    """Rank 0's ``plan()`` chunking on every rank; the other ranks open its checkpoint."""
+    planned = dist_utils.on_rank0(plan)
+    rank0 = dist_utils.rank() == 0
+    vmap_chunk, chunk = dist_utils.broadcast_json(planned[:2] if rank0 else None)
+    store, error = (planned[2] if rank0 else None), None
+    if not rank0 and checkpoint is not None:
+        try:
+            store = GridCheckpoint(checkpoint, fingerprint, vmap_chunk, chunk, n_points,
+                                   create=False)
+        except (OSError, ValueError) as err:
+            error = err
+    dist_utils.raise_together(error)
+    return vmap_chunk, chunk, store
+
+
+def _shared_indices(indices: list[int] | None, n: int) -> list[int]:
+    """Rank 0's list of indices below ``n`` on every rank (sent as a mask)."""
+    mask = torch.zeros(n, dtype=torch.uint8)
+    if indices:
+        mask[torch.as_tensor(indices)] = 1
+    return torch.nonzero(dist_utils.broadcast_tensor(mask)).flatten().tolist()
+
+
 def sample_grid(
     objective: Objective,
     directions: torch.Tensor,
@@ -256,6 +345,7 @@ def sample_grid(
     memory_budget: int | str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    distributed: bool | None = None,
 ) -> np.ndarray:
     """Loss at every point θ₀ + Σᵢ axes[i][jᵢ]·directions[i] of the grid.
 
@@ -266,14 +356,25 @@ def sample_grid(
         chunk_size: parameter vectors per vmapped call (default: the fastest that fits
             ``memory_budget``, measured).
         points_per_chunk: points built by one matrix product and written to the checkpoint
-            together (default: vmap calls grouped to at least 256 points, within the budget).
+            together (default: vmap calls grouped to at least 256 points, within the budget;
+            fewer in a distributed run, so that each rank gets `MIN_CHUNKS_PER_RANK` chunks).
         memory_budget: bytes for the loss array plus one chunk (objective's budget by default).
-        checkpoint: folder for resumable runs.
-        progress: show a tqdm bar.
+        checkpoint: folder for resumable runs (shared by all ranks in a distributed run).
+        progress: show a tqdm bar (rank 0 only in a distributed run).
+        distributed: None (default) shards the chunks across the ranks of an initialised
+            torch.distributed process group with more than one rank; False makes every rank
+            compute the whole grid alone; True requires a process group. See below.
 
     Returns:
         float64 array of shape ``tuple(len(a) for a in axes)``, indexed ``"ij"``. NaN and inf
         losses are kept as they are and reported in the log.
+
+    Distributed runs: every rank must call this with the same model, data, directions and
+    axes (checked with a digest), and each evaluates every ``world_size``-th missing chunk with
+    the chunking rank 0 chose (rank 0's timing, or the checkpoint's ``meta.json``). Every rank
+    returns the full array, identical to one process with the same chunking and threads. With a
+    checkpoint, rank 0 decides which chunks are missing, so a run can be resumed with any number
+    of ranks; a rank that dies loses only the chunk it was evaluating.
     """
     directions = torch.as_tensor(directions).to(device=objective.device, dtype=objective.dtype)
     if directions.ndim != 2 or directions.shape[0] != len(axes):
@@ -282,45 +383,88 @@ def sample_grid(
     if directions.shape[1] != objective.num_params:
         raise ValueError(f"directions have {directions.shape[1]} entries, the objective has "
                          f"{objective.num_params} parameters")
+    if isinstance(objective, dist_utils.DistributedObjective):
+        raise ValueError("sample_grid shards grid points across ranks and needs the full data on "
+                         "every rank, but this is a DistributedObjective over one shard; build a "
+                         "plain Objective over the full data for the grid")
+    sharded = dist_utils.use_distributed(distributed)
+    rank, world = (dist_utils.rank(), dist_utils.world_size()) if sharded else (0, 1)
     shape = tuple(len(a) for a in axes)
     n_points = math.prod(shape)
-    estimate = estimate_grid(objective, n_points, memory_budget, chunk_size, points_per_chunk)
-    logger.info("grid %s: %d points, %d per vmapped call, %d per chunk (~%s), estimated %.1f s",
-                "x".join(map(str, shape)), n_points, estimate.chunk_size,
-                estimate.points_per_chunk, format_bytes(estimate.bytes_per_chunk),
-                estimate.seconds)
-    vmap_chunk, chunk = estimate.chunk_size, estimate.points_per_chunk
-    store = None
-    if checkpoint is not None:
-        fingerprint = _digest(objective.theta0, directions, *[np.asarray(a) for a in axes],
-                              objective.describe(), _data_digest(objective))
-        store = GridCheckpoint(checkpoint, fingerprint, vmap_chunk, chunk, n_points)
-        vmap_chunk, chunk = store.chunk_size, store.points_per_chunk
-    loss = np.empty(n_points, dtype=np.float64)
-    axes_t = [torch.as_tensor(np.asarray(a), dtype=objective.dtype) for a in axes]
-    theta0 = objective.theta0[None, :]
-    resumed = 0
-    with progress_bar(n_points, "grid", progress) as bar:
-        for start in range(0, n_points, chunk):
-            stop = min(start + chunk, n_points)
+    fingerprint = None
+    if checkpoint is not None or sharded:
+        fingerprint = _fingerprint(objective, directions, axes)
+    if sharded:
+        dist_utils.check_agree(fingerprint, "grid fingerprint (θ₀, directions, axes, data, model)")
+
+    def plan() -> tuple[int, int, GridCheckpoint | None]:
+        estimate = estimate_grid(objective, n_points, memory_budget, chunk_size, points_per_chunk)
+        points = estimate.points_per_chunk
+        if points_per_chunk is None:
+            points = balanced_points_per_chunk(points, n_points, estimate.chunk_size, world)
+        logger.info("grid %s: %d points, %d per vmapped call, %d per chunk (~%s), estimated "
+                    "%.1f s", "x".join(map(str, shape)), n_points, estimate.chunk_size, points,
+                    format_bytes(points * objective.bytes_per_point()), estimate.seconds / world)
+        if checkpoint is None:
+            return estimate.chunk_size, points, None
+        store = GridCheckpoint(checkpoint, fingerprint, estimate.chunk_size, points, n_points)
+        return store.chunk_size, store.points_per_chunk, store
+
+    if not sharded:
+        vmap_chunk, chunk, store = plan()
+    else:  # rank 0 measures and opens the checkpoint; everyone uses its chunking
+        vmap_chunk, chunk, store = _shared_plan(plan, checkpoint, fingerprint, n_points)
+
+    bounds = [(start, min(start + chunk, n_points)) for start in range(0, n_points, chunk)]
+    # sharded: entries this rank does not own hold -0.0, the identity of IEEE addition (x + -0.0
+    # is x bit for bit, signed zeros, inf and NaN included), so summing over ranks, where
+    # exactly one rank owns each entry, reproduces every owned value exactly
+    loss = np.full(n_points, -0.0) if sharded else np.empty(n_points, dtype=np.float64)
+
+    def scan() -> list[int]:
+        missing = []
+        for i, (start, stop) in enumerate(bounds):
             done = store.load(start, stop) if store is not None else None
             if done is None:
-                index = np.unravel_index(np.arange(start, stop), shape)
-                coeffs = torch.stack([a[torch.as_tensor(i)] for a, i in zip(axes_t, index,
-                                                                            strict=True)], 1)
-                coeffs = coeffs.to(objective.device)
-                done = np.empty(stop - start)
-                for sub in range(0, stop - start, vmap_chunk):
-                    # build only the parameter vectors of one vmapped call: θ₀ + A·D
-                    thetas = torch.addmm(theta0, coeffs[sub : sub + vmap_chunk], directions)
-                    done[sub : sub + thetas.shape[0]] = objective.batch(
-                        thetas, chunk_size=vmap_chunk).double().cpu().numpy()
+                missing.append(i)
+            else:
+                loss[start:stop] = done
+        return missing
+
+    if not sharded:
+        missing = mine = scan()
+    else:  # rank 0 alone decides what is missing, so every rank agrees on the split
+        missing = _shared_indices(dist_utils.on_rank0(scan), len(bounds))
+        mine = dist_utils.chunks_for_rank(missing, rank, world)
+
+    def points(chunks: list[int]) -> int:
+        return sum(bounds[i][1] - bounds[i][0] for i in chunks)
+
+    resumed, own_points = n_points - points(missing), points(mine)
+    if sharded:
+        logger.info("rank %d of %d evaluates %d of %d missing chunks (%d points)", rank, world,
+                    len(mine), len(missing), own_points)
+    axes_t = [torch.as_tensor(np.asarray(a), dtype=objective.dtype) for a in axes]
+    error = None
+    with progress_bar(own_points if sharded else n_points, "grid",
+                      progress and rank == 0) as bar:
+        bar.update(0 if sharded else resumed)
+        try:
+            for i in mine:
+                start, stop = bounds[i]
+                done = _evaluate_chunk(objective, directions, axes_t, shape, start, stop,
+                                       vmap_chunk)
                 if store is not None:
                     store.save(start, stop, done)
-            else:
-                resumed += stop - start
-            loss[start:stop] = done
-            bar.update(stop - start)
+                loss[start:stop] = done
+                bar.update(stop - start)
+        except Exception as err:
+            if not sharded:
+                raise
+            error = err
+    if sharded:
+        dist_utils.raise_together(error)
+        loss = dist_utils.all_reduce_sum(torch.from_numpy(loss)).numpy()
     if resumed:
         logger.info("resumed %d of %d points from %s", resumed, n_points, checkpoint)
     report_nonfinite(loss)
