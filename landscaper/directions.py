@@ -131,6 +131,34 @@ def normalize(
     return out
 
 
+def _check_count(k: int, objective: Objective, what: str) -> None:
+    if not 1 <= k <= objective.num_params:
+        raise ValueError(f"cannot take k={k} {what} directions of an objective with "
+                         f"{objective.num_params} parameters; pass 1 <= dims (k) <= "
+                         f"{objective.num_params}, or select more parameters with params=[...]")
+
+
+def _check_shape(vectors: torch.Tensor, objective: Objective) -> None:
+    p = objective.num_params
+    if vectors.ndim == 1 and vectors.shape[0] == p:
+        raise ValueError(f"directions must be 2-D (k, {p}); a single direction of shape ({p},) "
+                         "is written as d[None] or [d]")
+    if vectors.ndim != 2 or vectors.shape[1] != p or vectors.shape[0] < 1:
+        raise ValueError(f"directions must have shape (k, {p}) for the selected parameters, got "
+                         f"{tuple(vectors.shape)}")
+    if vectors.dtype.is_complex or vectors.dtype == torch.bool:
+        raise ValueError(f"directions must be real numbers, got dtype {vectors.dtype}")
+
+
+def _check_theta0_finite(objective: Objective, normalization: Normalization) -> None:
+    if normalization in (Normalization.FILTER, Normalization.LAYER, Normalization.MODEL) and (
+            objective.nonfinite_theta0):
+        raise ValueError(
+            f"{normalization.value!r} normalisation scales directions by the norms of θ₀, but the "
+            f"model's parameters hold NaN/inf ({objective.nonfinite_theta0}); fix the weights, or "
+            "use normalization='unit' (and extent_unit='absolute') to look at them anyway")
+
+
 def _check_nonzero(vectors: torch.Tensor) -> None:
     norms = vectors.norm(dim=1)
     bad = torch.nonzero(~(norms > 0) | ~torch.isfinite(norms)).flatten().tolist()
@@ -141,6 +169,7 @@ def _check_nonzero(vectors: torch.Tensor) -> None:
 
 def _finish(vectors: torch.Tensor, objective: Objective, normalization: str, bias: str,
             orthogonalize: bool) -> tuple[torch.Tensor, bool]:
+    _check_theta0_finite(objective, Normalization(normalization))
     if orthogonalize:
         vectors = orthonormalize(vectors)
     vectors = normalize(vectors, objective.theta0, objective.layout, normalization, bias)
@@ -155,6 +184,7 @@ def hessian_directions(objective: Objective, k: int = 2, which: str = "LA",
     """The top-k Hessian eigenvectors (unit norm, orthonormal), with their eigenvalues."""
     from .hessian import top_eigenpairs
 
+    _check_count(k, objective, "Hessian")
     result = top_eigenpairs(objective, k, which, **eig_kwargs)
     return Directions(result.eigenvectors, "hessian", Normalization.UNIT.value, True,
                       result.eigenvalues, {"n_hvp": result.n_hvp, "which": str(which),
@@ -174,6 +204,7 @@ def random_directions(
 
     ``orthogonalize=True`` orthonormalises the raw Gaussian vectors before normalisation.
     """
+    _check_count(k, objective, "random")
     gen = torch.Generator().manual_seed(seed)
     raw = torch.randn(k, objective.num_params, generator=gen, dtype=torch.float64)
     raw = raw.to(dtype=objective.dtype, device=objective.device)
@@ -216,19 +247,35 @@ def user_directions(
     orthogonalize: bool = False,
 ) -> Directions:
     """Directions given as a (k, P) array, a list of flat vectors, or a list of
-    ``{parameter name: tensor}`` dicts (only the selected parameters)."""
+    ``{parameter name: tensor}`` dicts (only the selected parameters).
+
+    A `Directions` object is checked (shape and non-zero norms) and returned unchanged.
+    """
     if isinstance(directions, Directions):
+        _check_shape(directions.vectors, objective)
+        _check_nonzero(directions.vectors)
         return directions
-    if isinstance(directions, (list, tuple)) and directions and isinstance(directions[0], Mapping):
-        rows = [objective.layout.flatten(d) for d in directions]
+    if isinstance(directions, (list, tuple)):
+        if not directions:
+            raise ValueError(f"no directions given: pass a (k, {objective.num_params}) array")
+        if isinstance(directions[0], Mapping):
+            vectors = torch.stack([objective.layout.flatten(d) for d in directions])
+        else:
+            rows = [torch.as_tensor(np.asarray(r) if isinstance(r, np.ndarray) else r)
+                    for r in directions]
+            if any(r.ndim != 1 for r in rows):
+                raise ValueError("a list of directions must hold flat vectors of length "
+                                 f"{objective.num_params}, got shapes "
+                                 f"{[tuple(r.shape) for r in rows][:4]}")
+            if len({r.shape[0] for r in rows}) > 1:
+                raise ValueError(f"directions have different lengths "
+                                 f"{sorted({r.shape[0] for r in rows})}; each must have "
+                                 f"{objective.num_params} entries")
+            vectors = torch.stack(rows)
     else:
-        rows = list(torch.as_tensor(np.asarray(directions)) if isinstance(directions, np.ndarray)
-                    else directions)
-    vectors = torch.stack([torch.as_tensor(r).reshape(-1) for r in rows]) if rows else None
-    if vectors is None or vectors.ndim != 2 or vectors.shape[1] != objective.num_params:
-        shape = None if vectors is None else tuple(vectors.shape)
-        raise ValueError(f"directions must have shape (k, {objective.num_params}) for the "
-                         f"selected parameters, got {shape}")
+        vectors = torch.as_tensor(np.asarray(directions) if isinstance(directions, np.ndarray)
+                                  else directions)
+    _check_shape(vectors, objective)
     vectors = vectors.to(dtype=objective.dtype, device=objective.device)
     _check_nonzero(vectors)
     vectors, orthonormal = _finish(vectors, objective, str(Normalization(normalization).value),

@@ -94,6 +94,10 @@ def select_parameters(
                 f"names look like: {sample}"
             )
         chosen = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+        frozen_chosen = [n for n, p in chosen if not p.requires_grad]
+        if frozen_chosen:
+            logger.info("parameters %s have requires_grad=False but were selected by name: they "
+                        "are part of theta (the model keeps them frozen)", frozen_chosen[:5])
     if not chosen:
         raise ValueError("no parameters selected: the model has no trainable parameters; "
                          "pass params=[...] naming the ones to analyse")
@@ -113,17 +117,41 @@ def select_parameters(
     return chosen
 
 
-def _find_tensor(obj: Any) -> torch.Tensor | None:
+def _check_no_meta(model: nn.Module) -> None:
+    """Refuse parameters or buffers on the meta device: they have no values to evaluate."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    on_meta = [name for name, t in tensors if t.device.type == "meta"]
+    if on_meta:
+        raise ValueError(
+            f"{len(on_meta)} parameter/buffer tensors of the model are on the meta device and "
+            f"have no values ({', '.join(on_meta[:4])}{', ...' if len(on_meta) > 4 else ''}); "
+            "load the weights first (model.to_empty(device=...) then load_state_dict) and move "
+            "the whole model with model.to(device)")
+
+
+def _nonfinite_parameters(layout: ParameterLayout, theta: torch.Tensor) -> dict[str, int]:
+    """Number of NaN/inf entries of each parameter tensor of θ that has any."""
+    counts = {}
+    for name, piece in layout.unflatten(theta).items():
+        bad = int((~torch.isfinite(piece)).sum())
+        if bad:
+            counts[name] = bad
+    return counts
+
+
+def _all_tensors(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) batch, in order."""
     if isinstance(obj, torch.Tensor):
-        return obj
+        return [obj]
     if isinstance(obj, Mapping):
         obj = list(obj.values())
     if isinstance(obj, (list, tuple)):
-        for item in obj:
-            found = _find_tensor(item)
-            if found is not None:
-                return found
-    return None
+        return [t for item in obj for t in _all_tensors(item)]
+    return []
+
+
+def _find_tensor(obj: Any) -> torch.Tensor | None:
+    return next(iter(_all_tensors(obj)), None)
 
 
 def _batch_size(batch: Batch) -> int:
@@ -141,6 +169,20 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_device(v, device) for v in obj)
     return obj
+
+
+def _scalar_loss(loss: Any, source: str) -> torch.Tensor:
+    """The loss as a 0-d tensor; a clear error for anything that is not one number."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"{source} returned {type(loss).__name__}, not a tensor; return a scalar "
+                        "torch tensor computed from the model output (not .item() or a float)")
+    if loss.numel() != 1:
+        raise ValueError(f"{source} returned a tensor of shape {tuple(loss.shape)}, not a scalar; "
+                         "reduce it to one number per batch (e.g. reduction='mean')")
+    if not loss.dtype.is_floating_point:
+        raise ValueError(f"{source} returned a {loss.dtype} tensor; the loss must be real "
+                         "floating point to be differentiated")
+    return loss.reshape(())
 
 
 def normalize_data(data: Any) -> list[Batch]:
@@ -165,9 +207,15 @@ def normalize_data(data: Any) -> list[Batch]:
                         "dict batch, a list of batches or a DataLoader")
     if not batches:
         raise ValueError("data holds no batches: pass at least one batch")
+    if any(isinstance(b, (tuple, list, Mapping)) and len(b) == 0 for b in batches):
+        raise ValueError("data holds an empty batch (an empty tuple or dict); a batch is "
+                         "(inputs, targets) or a dict of tensors")
     if any(_batch_size(b) == 0 for b in batches):
         raise ValueError("data holds an empty batch (batch size 0); drop it before building "
                          "the Objective")
+    if any(t.device.type == "meta" for b in batches for t in _all_tensors(b)):
+        raise ValueError("data holds tensors on the meta device, which have no values; pass "
+                         "real tensors (they are moved to the model's device)")
     return batches
 
 
@@ -208,6 +256,7 @@ class Objective:
         self.allow_train_mode = allow_train_mode
         self.memory_budget = parse_bytes(memory_budget)
         self._check_mode(model, allow_train_mode)
+        _check_no_meta(model)
 
         selected = select_parameters(model, params)
         names = tuple(n for n, _ in selected)
@@ -220,6 +269,12 @@ class Objective:
         first = selected[0][1]
         self.device, self.dtype = first.device, first.dtype
         self.theta0 = torch.cat([p.detach().reshape(-1) for _, p in selected]).clone()
+        #: NaN/inf entries of θ₀ per parameter (the model's own weights); empty when finite.
+        self.nonfinite_theta0 = _nonfinite_parameters(self.layout, self.theta0)
+        if self.nonfinite_theta0:
+            logger.warning("the model's own parameters hold non-finite values (%s): every loss "
+                           "that depends on them is NaN/inf, and Hessians and relative extents "
+                           "are undefined; they are kept as they are", self.nonfinite_theta0)
         selected_names = set(names)
         self._fixed_params = {
             n: p.detach() for n, p in model.named_parameters() if n not in selected_names
@@ -279,6 +334,7 @@ class Objective:
             "num_batches": len(self.batches),
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
+            **({"nonfinite_theta0": dict(self.nonfinite_theta0)} if self.nonfinite_theta0 else {}),
         }
 
     # ------------------------------------------------------------------ evaluation
@@ -297,11 +353,11 @@ class Objective:
             return self._call_model(theta, *args, **kwargs)
 
         if self.batch_loss_fn is not None:
-            return self.batch_loss_fn(call, batch)
+            return _scalar_loss(self.batch_loss_fn(call, batch), "batch_loss")
         if isinstance(batch, Mapping):
             outputs = call(**batch)
             if self.loss_fn is not None:
-                return self.loss_fn(outputs, batch)
+                return _scalar_loss(self.loss_fn(outputs, batch), "loss_fn")
             if isinstance(outputs, Mapping):
                 loss = outputs.get("loss")
             else:
@@ -309,11 +365,11 @@ class Objective:
             if loss is None:
                 raise ValueError("the model output has no .loss: include labels in the batch or "
                                  "pass loss_fn=lambda outputs, batch: ...")
-            return loss
+            return _scalar_loss(loss, "outputs.loss")
         *inputs, targets = batch
         if not inputs:
-            return self.loss_fn(call(targets))
-        return self.loss_fn(call(*inputs), targets)
+            return _scalar_loss(self.loss_fn(call(targets)), "loss_fn")
+        return _scalar_loss(self.loss_fn(call(*inputs), targets), "loss_fn")
 
     def __call__(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """Mean loss over all batches at θ (θ₀ when omitted); differentiable."""
@@ -331,10 +387,21 @@ class Objective:
             grad += weight * g
         return grad
 
-    def _check_theta(self, theta: torch.Tensor) -> torch.Tensor:
+    def _check_theta(self, theta: torch.Tensor, batched: bool = False) -> torch.Tensor:
+        """θ (or a (B, P) batch with ``batched=True``) on the objective's device and dtype."""
+        theta = torch.as_tensor(theta)
+        ndim = 2 if batched else 1
+        if theta.ndim != ndim:
+            want = f"(B, {self.num_params})" if batched else f"({self.num_params},)"
+            other = ("one vector: call the objective" if batched
+                     else "a (B, P) batch: use objective.batch(thetas)")
+            raise ValueError(f"theta must have shape {want}, got {tuple(theta.shape)}; for "
+                             f"{other}")
         if theta.shape[-1] != self.num_params:
             raise ValueError(f"theta has length {theta.shape[-1]}, the objective has "
                              f"{self.num_params} parameters ({len(self.param_names)} tensors)")
+        if theta.dtype.is_complex:
+            raise ValueError(f"theta must be real, got dtype {theta.dtype}")
         return theta.to(device=self.device, dtype=self.dtype)
 
     # ------------------------------------------------------------------ batched evaluation
@@ -440,9 +507,7 @@ class Objective:
         evaluated together with :func:`torch.func.vmap`; a model that vmap cannot batch falls
         back to one vector at a time (logged once).
         """
-        thetas = self._check_theta(thetas)
-        if thetas.ndim != 2:
-            raise ValueError(f"thetas must be (B, P), got shape {tuple(thetas.shape)}")
+        thetas = self._check_theta(thetas, batched=True)
         chunk = chunk_size or self.chunk_size()
         out = torch.empty(thetas.shape[0], dtype=self.dtype, device=self.device)
         bar = progress_bar(thetas.shape[0], "loss", progress)
