@@ -292,17 +292,20 @@ class Landscape:
 
     # ------------------------------------------------------------------ topology
     def merge_tree(self, kind: str = "sublevel", connectivity: str = "full",
-                   nonfinite: str = "highest") -> topology.MergeTree:
+                   nonfinite: str = "highest", *,
+                   memory_budget: int | str | None = None) -> topology.MergeTree:
         """Merge tree of the sublevel (minima) or superlevel (maxima) sets on the grid.
 
         ``connectivity="full"`` (3^k−1 neighbours, default) or ``"axis"`` (2k neighbours); see
-        `landscaper.topology`. Cached per argument set.
+        `landscaper.topology`. Cached per argument set (``memory_budget`` only bounds the work;
+        call this first with it, and basins, SMAD and persistence reuse the cached tree).
         """
         key = ("merge_tree", kind, connectivity, nonfinite)
         if key not in self._cache:
             self._cache[key] = topology.merge_tree(self.loss, connectivity=connectivity,
                                                    kind=kind, coords=self.axes,
-                                                   nonfinite=nonfinite)
+                                                   nonfinite=nonfinite,
+                                                   memory_budget=memory_budget)
         return self._cache[key]
 
     def minima(self, connectivity: str = "full") -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from landscaper import topology
+from landscaper.topology.merge_tree import BYTES_PER_BASIN_EDGE, BYTES_PER_POINT
 
 MiB = 2**20
 BUDGET = 64 * MiB
@@ -130,14 +131,16 @@ def test_grid_evaluation_peak_stays_within_the_memory_budget(tmp_path):
 #: Documented working memory of merge tree + basins + SMAD + persistence on a grid, beyond the
 #: input array: bytes per grid point, plus bytes per edge of the basin adjacency graph (many
 #: only on noisy landscapes with a local minimum every few points). docs/bad_inputs.md.
-TOPOLOGY_BYTES_PER_POINT = 40
-TOPOLOGY_BYTES_PER_BASIN_EDGE = 512
+TOPOLOGY_BYTES_PER_POINT = BYTES_PER_POINT
+TOPOLOGY_BYTES_PER_BASIN_EDGE = BYTES_PER_BASIN_EDGE
 
 
-def _topology_peak(values: np.ndarray, connectivity: str) -> tuple[int, topology.MergeTree]:
+def _topology_peak(values: np.ndarray, connectivity: str, memory_budget: int | None = None
+                   ) -> tuple[int, topology.MergeTree]:
     tracemalloc.start()
     try:
-        tree = topology.merge_tree(values, connectivity=connectivity)
+        tree = topology.merge_tree(values, connectivity=connectivity,
+                                   memory_budget=memory_budget)
         topology.simplify(tree, 0.5)
         topology.basins(values, connectivity=connectivity)
         topology.smad(tree)
@@ -171,3 +174,29 @@ def test_topology_of_noise_within_documented_bound(shape, connectivity):
     peak, tree = _topology_peak(values, connectivity)
     assert tree.n_minima > values.size / 60
     assert peak <= _bound(values, tree), (peak / values.size, tree.basin_edges[0].size)
+
+
+def _budget_estimate(values: np.ndarray, tree: topology.MergeTree, connectivity: str) -> int:
+    slots = 3 ** values.ndim - 1 if connectivity == "full" else 2 * values.ndim
+    return (TOPOLOGY_BYTES_PER_POINT * values.size
+            + TOPOLOGY_BYTES_PER_BASIN_EDGE * tree.n_minima * slots)
+
+
+@pytest.mark.parametrize(("shape", "connectivity"),
+                         [((300, 300), "axis"), ((40, 40, 40), "axis"), ((12,) * 4, "axis"),
+                          ((12,) * 4, "full")])
+def test_topology_within_the_budget_the_caller_sets(shape, connectivity):
+    """A budget just at the up-front estimate is accepted and the measured peak stays under it;
+    a budget one byte lower is refused before the basin graph is built."""
+    values = np.random.default_rng(1).standard_normal(shape)
+    n_minima = topology.merge_tree(values, connectivity=connectivity).n_minima
+    reference = topology.merge_tree(values, connectivity=connectivity)
+    budget = _budget_estimate(values, reference, connectivity)
+    peak, tree = _topology_peak(values, connectivity, memory_budget=budget)
+    assert tree.n_minima == n_minima
+    assert peak <= budget, (peak, budget)
+    with pytest.raises(MemoryError, match=r"with \d+ minima.*raise memory_budget"):
+        topology.merge_tree(values, connectivity=connectivity, memory_budget=budget - 1)
+    with pytest.raises(MemoryError, match="coarser grid"):
+        topology.merge_tree(values, connectivity=connectivity,
+                            memory_budget=TOPOLOGY_BYTES_PER_POINT * values.size - 1)
