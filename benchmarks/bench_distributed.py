@@ -65,7 +65,8 @@ def worker(args: argparse.Namespace) -> int:
             dist.barrier()
         start = time.perf_counter()
         loss = sample_grid(objective, directions, axes, chunk_size=args.chunk_size,
-                           points_per_chunk=args.points_per_chunk, progress=False)
+                           points_per_chunk=args.points_per_chunk, progress=False,
+                           distributed=None)
         seconds = time.perf_counter() - start
         if distributed.rank() == 0:
             print(json.dumps({

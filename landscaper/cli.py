@@ -86,7 +86,8 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
     land = Landscape.compute(objective=objective, directions=directions, steps=args.steps,
                              extent=args.extent, extent_unit=args.extent_unit,
                              checkpoint=args.checkpoint, progress=progress,
-                             description={"model": type(model).__name__})
+                             description={"model": type(model).__name__},
+                             distributed=None)  # every rank runs this: shard under torchrun
     land.metadata["directions"]["eigenvalues"] = eig.eigenvalues[: args.dims].tolist()
     land.metadata["directions"]["kind"] = "hessian"
     if not leader:  # the other ranks' part ends with the grid

@@ -225,7 +225,12 @@ class DistributedObjective(Objective):
             raise ValueError("DistributedObjective needs an initialised process group: launch "
                              "with torchrun or call torch.distributed.init_process_group(...), or "
                              "use Objective for a single process")
-        super().__init__(*args, **kwargs)
+        error = None
+        try:
+            super().__init__(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - re-raised on every rank
+            error = err
+        raise_together(error)  # e.g. one rank's empty shard: all ranks stop, none waits
         self.local_num_samples = self.num_samples
         total = all_reduce_sum(torch.tensor([self.local_num_samples], dtype=torch.int64))
         self.num_samples = int(total.item())

@@ -19,6 +19,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import torch
 
+from . import distributed as dist_utils
 from ._utils import format_bytes, parse_bytes
 from .distributed import DistributedObjective
 from .objective import Objective, ParameterLayout
@@ -132,6 +133,23 @@ class HessianOperator:
         v = vector.to(device=self.device, dtype=self.dtype).reshape(-1)
         if v.shape[0] != self.shape[0]:
             raise ValueError(f"vector has length {v.shape[0]}, the Hessian is {self.shape}")
+        obj = self.objective
+        if isinstance(obj, DistributedObjective):
+            # a failure on one rank (OOM, no second derivative) is raised on all of them
+            # before the reduction, so no rank is left waiting in it
+            error, out = None, None
+            try:
+                out = self._local_matvec(v)
+            except Exception as err:  # noqa: BLE001 - re-raised on every rank
+                error = err
+            dist_utils.raise_together(error)
+            out = obj.reduce_mean(out)
+        else:
+            out = self._local_matvec(v)
+        self.n_hvp += 1
+        return out
+
+    def _local_matvec(self, v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(self.theta)
         obj = self.objective
         for weight, batch in zip(obj.weights, obj.batches, strict=True):
@@ -153,9 +171,6 @@ class HessianOperator:
                     raise hinted from err
                 raise
             out += weight * hv.detach()
-        if isinstance(obj, DistributedObjective):
-            out = obj.reduce_mean(out)
-        self.n_hvp += 1
         return out
 
     def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -248,6 +263,11 @@ class _Lanczos:
         for _ in range(2):
             w = w - stacked.T @ (stacked @ w)
         beta = float(w.norm())
+        if isinstance(self.op.objective, DistributedObjective):
+            # every decision (convergence, exhaustion) follows from alphas and betas: rank 0's
+            # keep all ranks in lockstep even where their arithmetic differs in the last bits
+            coefficients = torch.tensor([alpha, beta], dtype=torch.float64)
+            alpha, beta = dist_utils.broadcast_tensor(coefficients).tolist()
         if not (np.isfinite(alpha) and np.isfinite(beta)):
             raise ValueError("the Hessian-vector product is not finite at theta (NaN/inf in the "
                              "model's weights, data or loss); see objective.nonfinite_theta0")

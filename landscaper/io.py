@@ -17,7 +17,6 @@ raises `LandscapeFileError`.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
@@ -74,20 +73,23 @@ def save_landscape(
 
 
 def _read_members(path: Path) -> dict[str, np.ndarray]:
-    """Every ``.npy`` member of the archive, read in full so that zip's CRC-32 is verified.
+    """Every ``.npy`` member of the archive, streamed and read to its end so that zip's CRC-32
+    is always verified (the check runs at end of stream, which a reader stopping at the end of
+    the array data could miss), without holding a second copy of the member in memory.
 
-    ``np.load`` stops reading a member at the end of the array data and so never checks the
-    CRC: a flipped bit in a stored array would go unnoticed. Arrays holding Python objects
-    are refused (``allow_pickle=False``), so nothing is ever unpickled.
+    Arrays holding Python objects are refused (``allow_pickle=False``): nothing is unpickled.
     """
     arrays = {}
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 raise LandscapeFileError(f"{path} holds an unexpected member {info.filename!r}")
-            data = archive.read(info)  # raises BadZipFile on a CRC mismatch
-            arrays[info.filename[:-4]] = np.lib.format.read_array(io.BytesIO(data),
-                                                                  allow_pickle=False)
+            with archive.open(info) as stream:
+                array = np.lib.format.read_array(stream, allow_pickle=False)
+                if stream.read(1):  # also reaches the end: BadZipFile on a CRC mismatch
+                    raise LandscapeFileError(f"{path}: member {info.filename!r} has trailing "
+                                             "data after its array")
+            arrays[info.filename[:-4]] = array
     return arrays
 
 

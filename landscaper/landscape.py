@@ -24,7 +24,14 @@ from .directions import (
     user_directions,
 )
 from .objective import Objective
-from .sampling import ExtentUnit, grid_axes, grid_coordinates, report_nonfinite, sample_grid
+from .sampling import (
+    ExtentUnit,
+    grid_axes,
+    grid_coordinates,
+    refuse_sharded_data,
+    report_nonfinite,
+    sample_grid,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +125,7 @@ class Landscape:
         progress: bool = True,
         description: str | dict[str, Any] | None = None,
         store_directions: bool | None = None,
-        distributed: bool | None = None,
+        distributed: bool | None = False,
         **objective_kwargs: Any,
     ) -> Landscape:
         """Sample the loss of a model on a grid around its parameters.
@@ -143,8 +150,9 @@ class Landscape:
             description: free text or dict describing model and data, kept in metadata.
             store_directions: keep the direction vectors in the object and saved files
                 (default: when they take under 100 MiB).
-            distributed: shard the grid across the ranks of an initialised torch.distributed
-                process group (None: when there is one with several ranks; False: opt out).
+            distributed: True shards the grid across the ranks of an initialised
+                torch.distributed process group, all of which must call this together; None
+                does so when a group with several ranks exists; False (default) works alone.
                 Every rank computes the directions, then uses rank 0's (broadcast), and every
                 rank returns the full landscape; see `landscaper.sampling.sample_grid`.
             **objective_kwargs: passed to `Objective` (``batch_loss``, ``allow_train_mode``).
@@ -156,10 +164,18 @@ class Landscape:
                                   **objective_kwargs)
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        dirs = cls._resolve_directions(objective, directions, dims, which, seed)
+        refuse_sharded_data(objective)  # before any Hessian work
         sharded = dist_utils.use_distributed(distributed)
-        if sharded:
+        if sharded:  # one rank's failure stops every rank before the broadcast
+            error = None
+            try:
+                dirs = cls._resolve_directions(objective, directions, dims, which, seed)
+            except Exception as err:  # noqa: BLE001 - re-raised on every rank
+                error = err
+            dist_utils.raise_together(error)
             dirs = _broadcast_directions(dirs)
+        else:
+            dirs = cls._resolve_directions(objective, directions, dims, which, seed)
         timings["directions_s"] = time.perf_counter() - start
         vectors = dirs.vectors
         norms = vectors.norm(dim=1).tolist()

@@ -201,6 +201,20 @@ def _data_digest(objective: Objective) -> str:
     return _digest(*_tensors(objective.batches))
 
 
+#: Seconds a rank waits for rank 0's ``meta.json`` to become visible (NFS caches attributes).
+META_WAIT_S = 10.0
+
+
+def _appears(path: Path, seconds: float) -> bool:
+    """Whether ``path`` exists now or within ``seconds`` (polled)."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 class GridCheckpoint:
     """A folder of finished chunks: ``meta.json`` plus one ``.npy`` per chunk, written atomically.
 
@@ -222,10 +236,11 @@ class GridCheckpoint:
                  points_per_chunk: int, n_points: int, *, create: bool = True) -> None:
         self.path = Path(path)
         meta_file = self.path / "meta.json"
-        if not create and not meta_file.exists():
+        if not create and not _appears(meta_file, META_WAIT_S):
             raise FileNotFoundError(
-                f"{meta_file} is missing on this rank although rank 0 wrote it: the checkpoint "
-                "folder must be on a file system shared by all ranks (or run without checkpoint)")
+                f"{meta_file} is still missing on this rank {META_WAIT_S:g} s after rank 0 wrote "
+                "it: the checkpoint folder must be on a file system shared by all ranks (or run "
+                "without checkpoint)")
         self.path.mkdir(parents=True, exist_ok=True)
         meta = {"version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
                 "chunk_size": chunk_size, "points_per_chunk": points_per_chunk,
@@ -335,6 +350,14 @@ def _shared_indices(indices: list[int] | None, n: int) -> list[int]:
     return torch.nonzero(dist_utils.broadcast_tensor(mask)).flatten().tolist()
 
 
+def refuse_sharded_data(objective: Objective) -> None:
+    """A grid needs the full data on every rank: refuse a `DistributedObjective`."""
+    if isinstance(objective, dist_utils.DistributedObjective):
+        raise ValueError("sample_grid shards grid points across ranks and needs the full data on "
+                         "every rank, but this is a DistributedObjective over one shard; build a "
+                         "plain Objective over the full data for the grid")
+
+
 def sample_grid(
     objective: Objective,
     directions: torch.Tensor,
@@ -345,7 +368,7 @@ def sample_grid(
     memory_budget: int | str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    distributed: bool | None = None,
+    distributed: bool | None = False,
 ) -> np.ndarray:
     """Loss at every point θ₀ + Σᵢ axes[i][jᵢ]·directions[i] of the grid.
 
@@ -361,9 +384,11 @@ def sample_grid(
         memory_budget: bytes for the loss array plus one chunk (objective's budget by default).
         checkpoint: folder for resumable runs (shared by all ranks in a distributed run).
         progress: show a tqdm bar (rank 0 only in a distributed run).
-        distributed: None (default) shards the chunks across the ranks of an initialised
-            torch.distributed process group with more than one rank; False makes every rank
-            compute the whole grid alone; True requires a process group. See below.
+        distributed: True shards the chunks across the ranks of an initialised
+            torch.distributed process group (every rank must call this together); None does
+            so when a group with more than one rank exists; False (default) computes the whole
+            grid in this process, so code that calls it on one rank only never waits for the
+            others. See below.
 
     Returns:
         float64 array of shape ``tuple(len(a) for a in axes)``, indexed ``"ij"``. NaN and inf
@@ -383,10 +408,7 @@ def sample_grid(
     if directions.shape[1] != objective.num_params:
         raise ValueError(f"directions have {directions.shape[1]} entries, the objective has "
                          f"{objective.num_params} parameters")
-    if isinstance(objective, dist_utils.DistributedObjective):
-        raise ValueError("sample_grid shards grid points across ranks and needs the full data on "
-                         "every rank, but this is a DistributedObjective over one shard; build a "
-                         "plain Objective over the full data for the grid")
+    refuse_sharded_data(objective)
     sharded = dist_utils.use_distributed(distributed)
     rank, world = (dist_utils.rank(), dist_utils.world_size()) if sharded else (0, 1)
     shape = tuple(len(a) for a in axes)

@@ -92,7 +92,7 @@ SHARDS = {0: slice(0, 3), 1: slice(3, 4)}  # rank 0: 25 samples in 3 batches; ra
 def compute_landscape(directions: torch.Tensor, **kwargs) -> Landscape:
     model, data = grid_case()
     return Landscape.compute(model, data, F.cross_entropy, directions=directions, steps=STEPS,
-                             extent=0.3, progress=False, **kwargs)
+                             extent=0.3, progress=False, distributed=None, **kwargs)
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
@@ -168,21 +168,23 @@ def grids_and_hessian_rank(rank: int, out: Path) -> None:
     # (b) NaN/inf losses survive the combination
     objective, spiky_dirs, axes = spiky_case()
     save_array(out / f"spiky_{rank}.npy", sampling.sample_grid(
-        objective, spiky_dirs, axes, chunk_size=3, points_per_chunk=9, progress=False))
+        objective, spiky_dirs, axes, chunk_size=3, points_per_chunk=9, progress=False,
+        distributed=True))
     # (c) auto-tuned chunking: rank 1 would choose vmaps of 3 (rank 0 measures powers of 4)
     objective = Objective(model, data, F.cross_entropy)
     if rank == 1:
         objective.tune_chunk_size = lambda most, max_points=512: (3, 1.0)
     loss = sampling.sample_grid(objective, grid_directions(objective),
                                 sampling.grid_axes(TUNED_STEPS, 0.3, 2), progress=False,
-                                checkpoint=out / "tuned.ckpt")
+                                checkpoint=out / "tuned.ckpt", distributed=True)
     save_array(out / f"tuned_{rank}.npy", loss)
     # (d) ranks holding different data are refused, on every rank
     x, y = data
     objective = Objective(model, (x + rank, y), F.cross_entropy)
     try:
         sampling.sample_grid(objective, grid_directions(objective),
-                             sampling.grid_axes((3, 3), 0.3, 2), progress=False)
+                             sampling.grid_axes((3, 3), 0.3, 2), progress=False,
+                             distributed=True)
     except (ValueError, DistributedError) as err:
         (out / f"refused_{rank}.txt").write_text(f"{type(err).__name__}: {err}")
     # (e) data-parallel Hessian over shards of 25 and 15 samples
@@ -196,6 +198,28 @@ def grids_and_hessian_rank(rank: int, out: Path) -> None:
                shard.batch(shard.theta0 + 0.1 * torch.ones(2, shard.num_params)).numpy())
     json.dump({"num_samples": shard.num_samples, "n_hvp": eig.n_hvp},
               open(out / f"info_{rank}.json", "w"))
+    # (f) a grid computed on rank 0 alone (distributed=False, the default) enters no collective
+    if rank == 0:
+        objective, spiky_dirs, axes = spiky_case()
+        save_array(out / "alone_0.npy", sampling.sample_grid(
+            objective, spiky_dirs, axes, chunk_size=3, points_per_chunk=9, progress=False))
+    # (g) one rank's empty shard stops both ranks at construction
+    try:
+        DistributedObjective(model, [] if rank == 1 else batches, F.cross_entropy)
+    except (ValueError, DistributedError) as err:
+        (out / f"empty_shard_{rank}.txt").write_text(f"{type(err).__name__}: {err}")
+    # (h) a failure inside one rank's HVP is raised on both before the reduction
+
+    def failing_loss(outputs, targets):
+        if rank == 1 and torch.is_grad_enabled():
+            raise RuntimeError("out of memory on rank 1")
+        return F.cross_entropy(outputs, targets)
+
+    failing = DistributedObjective(model, batches[SHARDS[rank]], failing_loss)
+    try:
+        top_eigenpairs(failing, k=1)
+    except (RuntimeError, DistributedError) as err:
+        (out / f"hvp_failed_{rank}.txt").write_text(f"{type(err).__name__}: {err}")
 
 
 def test_two_ranks_equal_one_process(tmp_path, one_thread):
@@ -250,6 +274,13 @@ def test_two_ranks_equal_one_process(tmp_path, one_thread):
         np.testing.assert_allclose(np.load(out / f"batch_{rank}.npy"), full.batch(thetas),
                                    rtol=1e-12)
         assert json.loads((out / f"info_{rank}.json").read_text())["num_samples"] == 40
+    assert same_bits(np.load(out / "alone_0.npy"), spiky)
+    assert (out / "empty_shard_1.txt").read_text().startswith("ValueError: data holds no")
+    assert (out / "empty_shard_0.txt").read_text().startswith(
+        "DistributedError: rank 1 failed: ValueError: data holds no")
+    assert (out / "hvp_failed_1.txt").read_text() == "RuntimeError: out of memory on rank 1"
+    assert (out / "hvp_failed_0.txt").read_text() == (
+        "DistributedError: rank 1 failed: RuntimeError: out of memory on rank 1")
 
 
 # ---------------------------------------------------------------------- 2. a rank dies mid-grid
@@ -280,7 +311,8 @@ def resumed_ranks(rank: int, out: Path) -> None:
     directions = grid_directions(Objective(model, data, F.cross_entropy))
     try:  # a checkpoint of another grid is refused on every rank
         Landscape.compute(model, data, F.cross_entropy, directions=directions, steps=(9, 8),
-                          extent=0.3, progress=False, checkpoint=out / "ckpt", **CHUNKING)
+                          extent=0.3, progress=False, checkpoint=out / "ckpt", distributed=True,
+                          **CHUNKING)
     except (ValueError, DistributedError) as err:
         (out / f"refused_{rank}.txt").write_text(f"{type(err).__name__}: {err}")
     land = compute_landscape(directions, checkpoint=out / "ckpt", **CHUNKING)
@@ -400,3 +432,22 @@ def test_torchrun_analyze_shards_the_grid_and_rank0_writes(tmp_path, one_thread)
     np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-6)
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(
         p.name for p in (tmp_path / "single").iterdir())
+
+
+def test_other_ranks_wait_briefly_for_rank0_checkpoint_meta(tmp_path, monkeypatch):
+    """A rank that does not see meta.json yet (NFS attribute caching) polls before giving up."""
+    import threading
+
+    monkeypatch.setattr(sampling, "META_WAIT_S", 2.0)
+    folder = tmp_path / "ckpt"
+    args = ("f" * 64, 4, 8, 63)
+    writer = threading.Timer(0.5, lambda: sampling.GridCheckpoint(folder, *args))
+    writer.start()
+    try:
+        late = sampling.GridCheckpoint(folder, *args, create=False)  # appears after 0.5 s
+    finally:
+        writer.join()
+    assert (late.chunk_size, late.points_per_chunk) == (4, 8)
+    monkeypatch.setattr(sampling, "META_WAIT_S", 0.3)
+    with pytest.raises(FileNotFoundError, match="shared by all ranks"):
+        sampling.GridCheckpoint(tmp_path / "never", *args, create=False)

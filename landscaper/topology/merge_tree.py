@@ -395,7 +395,8 @@ def merge_tree(
         memory_budget: bytes (or e.g. ``"1GiB"``) the computation may use beyond ``values``.
             Checked before any work (`BYTES_PER_POINT` per point) and again once the minima are
             known, estimating one basin edge per neighbour slot of each minimum (``3**d - 1``
-            or ``2 d``; twice the mean degree for graphs) at `BYTES_PER_BASIN_EDGE`: on i.i.d.
+            or ``2 d``; the mean degree for graphs; at most one per pair of minima) at
+            `BYTES_PER_BASIN_EDGE`: on i.i.d.
             noise, the worst case measured, the real count was 0.16-1.02 times that. A
             `MemoryError` says what to change.
 
@@ -439,7 +440,7 @@ def merge_tree(
         slots = 3 ** len(shape) - 1 if connectivity == "full" else 2 * len(shape)
     else:
         slots = -(-2 * len(e) // max(n, 1))
-    _check_budget(budget, n, m * slots, f" with {m} minima")
+    _check_budget(budget, n, min(m * slots, m * (m - 1) // 2), f" with {m} minima")
     if shape is not None:
         lo, hi, key = basin_edges_grid(labels, rank, shape, connectivity, m)
     else:
