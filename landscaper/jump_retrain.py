@@ -20,6 +20,7 @@ from torch import nn
 
 from ._utils import timed
 from .objective import Objective, normalize_data
+from .topology.plotting import plot_persistence_diagram
 from .trajectories import Samples, jump_and_retrain, standard_epoch
 
 logger = logging.getLogger(__name__)
@@ -202,22 +203,12 @@ class JumpRetrain:
 
     def plot_persistence(self, ax: Any = None, dim: int | None = None) -> Any:
         """Persistence diagram(s) with total persistence in the title (Fig. 3 A style)."""
-        from .plots import new_axes
-
         result = self.topology()
-        ax = ax or new_axes()
         dims = (0, 1) if dim is None else (dim,)
-        finite_values = [d[np.isfinite(d)] for i in dims for d in [result.diagrams[i]]]
-        top = max((float(v.max()) for v in finite_values if v.size), default=1.0)
-        for i in dims:
-            diagram = result.diagrams[i]
-            death = np.where(np.isfinite(diagram[:, 1]), diagram[:, 1], top * 1.05)
-            ax.scatter(diagram[:, 0], death, s=12, label=f"D{i} ({len(diagram)})")
-        ax.axline((0, 0), slope=1, color="0.6", lw=0.8)
-        ax.axhline(top * 1.05, color="0.8", lw=0.8, ls="--")
+        ax = plot_persistence_diagram(
+            {f"D{i} ({len(result.diagrams[i])})": result.diagrams[i] for i in dims}, ax=ax)
         totals = self.total_persistence()
         ax.set_title(", ".join(f"pers(D{i}) = {totals[i]:.3g}" for i in dims), fontsize="small")
         ax.set_xlabel("birth (loss)")
-        ax.set_ylabel("death (loss); dashed: never dies")
-        ax.legend(fontsize="small")
+        ax.set_ylabel("death (loss); open circles on the dashed line never die")
         return ax

@@ -482,6 +482,17 @@ def test_profile_and_plots():
         assert ax.figure is not None
         assert fn(arg, ax=ax) is ax
     plot_profile(tree, log=True)
+    # several labelled diagrams share one axes: one colour each, essential classes on the inf line
+    d0 = np.array([[0.0, np.inf], [1.0, 3.0]])
+    d1 = np.array([[2.0, 2.5]])
+    ax = plot_persistence_diagram({"D0": d0, "D1": d1})
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["D0", "D1"]
+    points = [(line.get_xdata(), line.get_ydata(), line.get_color()) for line in ax.lines
+              if line.get_marker() == "o" and len(line.get_xdata())]
+    inf_y = 3.0 + 2 * 0.05 * 3.0
+    assert [(list(x), list(y)) for x, y, _ in points] == [([1.0], [3.0]), ([0.0], [inf_y]),
+                                                          ([2.0], [2.5])]
+    assert points[0][2] == points[1][2] != points[2][2]
 
 
 def test_distances_and_total_persistence():

@@ -7,6 +7,8 @@ rcParams are changed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from .merge_tree import KIND_LEAF, KIND_ROOT, KIND_SADDLE, MergeTree
@@ -98,29 +100,39 @@ def _finite_range(d: np.ndarray) -> tuple[float, float]:
 
 
 def plot_persistence_diagram(diagram, ax=None):
-    """Scatter a persistence diagram; essential classes are drawn on a line labelled inf.
+    """Scatter one or several persistence diagrams; essential classes sit on a line labelled inf.
 
     Args:
-        diagram: (n, 2) array or a :class:`MergeTree`.
+        diagram: an (n, 2) array or a :class:`MergeTree`, or a mapping ``{label: diagram}`` to
+            draw several (e.g. D0 and D1) on one set of axes, one colour each, with a legend.
         ax: Axes to draw on (a new Figure's Axes if None).
 
     Returns:
         The Axes.
     """
-    d = _diagram(diagram)
+    labelled = dict(diagram) if isinstance(diagram, Mapping) else {None: diagram}
+    diagrams = {label: _diagram(d) for label, d in labelled.items()}
     ax = _axes(ax)
-    fin = np.isfinite(d[:, 1])
-    lo, hi = _finite_range(d)
+    lo, hi = _finite_range(np.concatenate([d.reshape(-1) for d in diagrams.values()]))
     pad = 0.05 * (hi - lo) if hi > lo else 1.0
     inf_y = hi + 2 * pad
     ax.plot([lo - pad, inf_y], [lo - pad, inf_y], color="0.5", lw=1)
-    ax.plot(d[fin, 0], d[fin, 1], "o", color="C0", ms=4, ls="none")
-    if (~fin).any():
+    essential = False
+    for i, (label, d) in enumerate(diagrams.items()):
+        fin = np.isfinite(d[:, 1])
+        finite_colour, essential_colour = (f"C{i}", f"C{i}") if label is not None else ("C0", "C3")
+        ax.plot(d[fin, 0], d[fin, 1], "o", color=finite_colour, ms=4, ls="none", label=label)
+        if (~fin).any():
+            essential = True
+            ax.plot(d[~fin, 0], np.full((~fin).sum(), inf_y), "o", color=essential_colour, ms=4,
+                    ls="none", mfc="none" if label is not None else None)
+    if essential:
         ax.axhline(inf_y, color="0.5", lw=0.8, ls="--")
-        ax.plot(d[~fin, 0], np.full((~fin).sum(), inf_y), "o", color="C3", ms=4, ls="none")
         ax.text(lo - pad, inf_y, "inf", va="bottom")
     ax.set_xlabel("birth")
     ax.set_ylabel("death")
+    if None not in diagrams:
+        ax.legend(fontsize="small")
     return ax
 
 
