@@ -195,6 +195,10 @@ def jump_and_retrain(
                    info)
 
 
+#: Parameter vectors built and evaluated together by the grid and naive baselines.
+_BLOCK_ROWS = 256
+
+
 def _evaluate_rows(objective: Objective, accuracy: Objective | None, thetas: torch.Tensor
                    ) -> tuple[np.ndarray, np.ndarray]:
     loss = objective.batch(thetas).double().cpu().numpy()
@@ -218,11 +222,14 @@ def grid_samples(
     per_axis = max(2, round(n_points ** (1 / 3)))
     dirs = random_directions(objective, 3, seed=seed, normalization=normalization).vectors
     coords = grid_coordinates(grid_axes(per_axis, extent, 3))
-    thetas = objective.theta0 + torch.as_tensor(coords, dtype=objective.dtype) @ dirs
-    return _samples_from_thetas(objective, accuracy, thetas, "grid", memory_budget, memmap_path,
-                                seed=np.full(len(coords), seed),
+    coeffs = torch.as_tensor(coords, dtype=objective.dtype, device=objective.device)
+    blocks = (torch.addmm(objective.theta0[None], coeffs[i : i + _BLOCK_ROWS], dirs)
+              for i in range(0, len(coords), _BLOCK_ROWS))
+    return _samples_from_blocks(objective, accuracy, len(coords), blocks, "grid", memory_budget,
+                                memmap_path, seed=np.full(len(coords), seed),
                                 step=np.linalg.norm(coords, axis=1),
-                                info={"per_axis": per_axis, "extent": extent, "seed": seed})
+                                info={"normalization": normalization, "per_axis": per_axis,
+                                      "extent": extent, "seed": seed})
 
 
 def naive_samples(
@@ -237,28 +244,38 @@ def naive_samples(
     memmap_path: str | os.PathLike[str] | None = None,
 ) -> Samples:
     """The naive baseline: θ₀ + step·v̄ for fresh random directions v̄ at each step size."""
-    rows, seed_col, step_col = [], [], []
-    for seed in seeds:
-        dirs = random_directions(objective, per_step, seed=10_000 + seed,
-                                 normalization=normalization).vectors
-        for step in step_sizes:
-            rows.append(objective.theta0 + step * dirs)
-            seed_col += [seed] * per_step
-            step_col += [step] * per_step
-    return _samples_from_thetas(objective, accuracy, torch.cat(rows), "naive", memory_budget,
-                                memmap_path, seed=np.asarray(seed_col),
-                                step=np.asarray(step_col),
-                                info={"seeds": list(seeds), "step_sizes": list(step_sizes),
-                                      "per_step": per_step})
+    def blocks() -> Iterable[torch.Tensor]:
+        for seed in seeds:  # one seed's directions at a time
+            dirs = random_directions(objective, per_step, seed=10_000 + seed,
+                                     normalization=normalization).vectors
+            for step in step_sizes:
+                yield objective.theta0 + step * dirs
+
+    n = len(seeds) * len(step_sizes) * per_step
+    return _samples_from_blocks(objective, accuracy, n, blocks(), "naive", memory_budget,
+                                memmap_path,
+                                seed=np.repeat(np.asarray(seeds), len(step_sizes) * per_step),
+                                step=np.tile(np.repeat(np.asarray(step_sizes, dtype=float),
+                                                       per_step), len(seeds)),
+                                info={"normalization": normalization, "seeds": list(seeds),
+                                      "step_sizes": list(step_sizes), "per_step": per_step})
 
 
-def _samples_from_thetas(objective: Objective, accuracy: Objective | None,
-                         thetas: torch.Tensor, sampler: str, memory_budget: int | str,
+def _samples_from_blocks(objective: Objective, accuracy: Objective | None, n: int,
+                         blocks: Iterable[torch.Tensor], sampler: str, memory_budget: int | str,
                          memmap_path: str | os.PathLike[str] | None, *, seed: np.ndarray,
                          step: np.ndarray, info: dict[str, Any]) -> Samples:
-    n = thetas.shape[0]
+    """Store and evaluate parameter vectors that arrive in blocks of rows, so only one block is
+    ever held besides the (possibly out-of-core) store."""
     store = _ParameterStore(n, objective.num_params, parse_bytes(memory_budget), memmap_path)
-    store.rows[:] = thetas.float().cpu().numpy()
-    loss, acc = _evaluate_rows(objective, accuracy, thetas)
+    loss, acc = np.empty(n), np.empty(n)
+    start = 0
+    for block in blocks:
+        stop = start + block.shape[0]
+        store.rows[start:stop] = block.float().cpu().numpy()
+        loss[start:stop], acc[start:stop] = _evaluate_rows(objective, accuracy, block)
+        start = stop
+    if start != n:
+        raise RuntimeError(f"{sampler} sampler produced {start} rows, expected {n}")
     return Samples(store.finish(), loss, acc, seed.astype(int), step.astype(float),
-                   np.full(n, -1), sampler, {"normalization": "filter", **info})
+                   np.full(n, -1), sampler, info)

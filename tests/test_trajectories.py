@@ -87,6 +87,15 @@ def test_grid_and_naive_baselines(setup):
     _, obj, acc, _, _ = setup
     grid = grid_samples(obj, 64, accuracy=acc)
     assert len(grid) == 64 and grid.sampler == "grid"
+    # 7^3 = 343 points: built and evaluated in two blocks, equal to the direct construction
+    big = grid_samples(obj, 343, extent=0.5, seed=3, normalization="layer")
+    coords = np.stack(np.meshgrid(*[np.linspace(-0.5, 0.5, 7)] * 3, indexing="ij"), -1)
+    dirs = random_directions(obj, 3, seed=3, normalization="layer").vectors.numpy()
+    expected = obj.theta0.numpy() + coords.reshape(-1, 3) @ dirs
+    np.testing.assert_allclose(big.params, expected, atol=1e-6)
+    rows = torch.from_numpy(big.params[[0, 200, 342]])
+    np.testing.assert_allclose(big.loss[[0, 200, 342]], obj.batch(rows).numpy(), rtol=1e-5)
+    assert big.info["normalization"] == "layer" and np.isnan(big.accuracy).all()
     naive = naive_samples(obj, accuracy=acc, seeds=(0, 1), step_sizes=(0.5, 1.0), per_step=5)
     assert len(naive) == 20 and set(naive.step_size) == {0.5, 1.0}
     dirs = random_directions(obj, 5, seed=10_000 + 1).vectors.numpy()  # seed 1's directions
