@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 
 import torch
@@ -69,17 +69,34 @@ def train_classifier(
     seed: int = 0,
 ) -> nn.Module:
     """Train with SGD + momentum on cross-entropy (in place); returns the model in eval mode."""
-    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return fit_minibatches(model, opt, (x, y), nn.functional.cross_entropy, epochs=epochs,
+                           batch_size=batch_size, seed=seed)
+
+
+def fit_minibatches(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, ...],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+) -> nn.Module:
+    """Train on ``(*inputs, targets)`` in shuffled minibatches (in place), seeded; returns the
+    model in eval mode."""
+    *inputs, targets = batch
+    gen = torch.Generator().manual_seed(seed)
     model.train()
     for epoch in range(epochs):
-        perm = torch.randperm(len(y), generator=gen)
-        for start in range(0, len(y), batch_size):
+        perm = torch.randperm(len(targets), generator=gen)
+        for start in range(0, len(targets), batch_size):
             idx = perm[start : start + batch_size]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss = loss_fn(model(*(t[idx] for t in inputs)), targets[idx])
             loss.backward()
-            opt.step()
+            optimizer.step()
         logger.debug("epoch %d loss %.4f", epoch, loss.item())
     return model.eval()
 

@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import traceback
 from pathlib import Path
@@ -374,19 +373,7 @@ def test_distributed_options_without_a_process_group(mlp_case):
 
 
 # ---------------------------------------------------------------------- 4. torchrun + the CLI
-FACTORY = textwrap.dedent(
-    """
-    import torch
-    from torch import nn
-
-    def make_model():
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
-        x = torch.randn(60, 4)
-        y = torch.randint(0, 3, (60,))
-        return model, (x, y), nn.functional.cross_entropy
-    """
-)
+from test_cli import FACTORY  # noqa: E402 - the same model factory file as the CLI tests
 
 
 def test_torchrun_analyze_shards_the_grid_and_rank0_writes(tmp_path, one_thread):

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..examples import fit_minibatches
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -360,20 +362,10 @@ def train_regressor(
     ``{"loss": final full-batch MSE, "seconds": training time}``.
     """
     *inputs, y = batch
-    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
-    model.train()
-    for epoch in range(epochs):
-        perm = torch.randperm(len(y), generator=gen)
-        for first in range(0, len(y), batch_size):
-            idx = perm[first : first + batch_size]
-            opt.zero_grad()
-            loss = nn.functional.mse_loss(model(*(t[idx] for t in inputs)), y[idx])
-            loss.backward()
-            opt.step()
-        logger.debug("epoch %d loss %.4f", epoch, loss.item())
-    model.eval()
+    fit_minibatches(model, opt, batch, nn.functional.mse_loss, epochs=epochs,
+                    batch_size=batch_size, seed=seed)
     with torch.no_grad():
         final = float(nn.functional.mse_loss(model(*inputs), y))
     return model, {"loss": final, "seconds": time.perf_counter() - start}
