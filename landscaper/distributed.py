@@ -75,7 +75,12 @@ def world_size() -> int:
 
 
 def comm_device() -> torch.device:
-    """Where tensors for collectives must live: the current CUDA device for NCCL, else CPU."""
+    """Where tensors for collectives must live: the current CUDA device for NCCL, else CPU.
+
+    With a process group you create yourself, call ``torch.cuda.set_device(local_rank)`` before
+    `torch.distributed.init_process_group` (as `init_from_env` does), or every rank's NCCL
+    collectives land on ``cuda:0``.
+    """
     if is_initialized() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
