@@ -7,7 +7,8 @@ data (all 1,797 standardised digits), all in float32, each peer in its own virtu
 environment (created on first use under benchmarks/.peer-envs/). Accuracy is measured against
 the dense float64 Hessian. For every peer run we report the fewest Hessian-vector products our
 Lanczos needs to reach at least the same eigenvalue accuracy (largest relative error over the
-top k), and the ratio of HVPs and wall time. Results go to benchmarks/results/bench_hessian.json.
+top k), and the ratio of HVPs and wall time. Results go to benchmarks/results/bench_hessian.json
+(bench_hessian_quick.json with --quick).
 
 Target (issue 2): Lanczos needs at most one fifth of the HVPs of power iteration for k=3, 10.
 """
@@ -148,7 +149,8 @@ def main() -> int:
     print(f"\ntarget (ours <= 1/5 of power-iteration HVPs at equal or better accuracy): met in "
           f"{met} of {len(rows)} cases{'' if target_met else ' (see the ratio column)'}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_hessian.json").write_text(json.dumps(
+    name = "bench_hessian_quick.json" if args.quick else "bench_hessian.json"  # keep the full
+    (RESULTS / name).write_text(json.dumps(
         {"reference_eigenvalues": ref_vals[:10].tolist(), "rows": rows}, indent=2))
     return 0
 

@@ -182,3 +182,32 @@ def load_eig_case(path: str, float64: bool):
         if y.is_floating_point():
             y = y.double()
     return case, model, crit, X, y
+
+
+def eig_record(peer: str, a, case, X, evals, V, threads: int, timers: dict, **peer_fields
+               ) -> dict:
+    """The JSON record both eigen scripts print: settings, eigenvalues, timings, then the
+    peer's own counters (``peer_fields``, e.g. its HVP count and notes)."""
+    import torch
+
+    return {
+        "peer": peer,
+        "peer_version": dist_version(peer),
+        "torch_version": torch.__version__,
+        "torch_threads": threads,
+        "model": case["model_name"],
+        "n_params": int(V.shape[1]),
+        "n_samples": int(X.shape[0]),
+        "dtype": str(X.dtype).replace("torch.", ""),
+        "top_n": a.top_n,
+        "max_iter": a.max_iter,
+        "tol": a.tol,
+        "seed": a.seed,
+        "eigenvalues": [float(e) for e in evals],
+        **peer_fields,
+        "import_seconds": timers["import"].seconds,
+        "init_seconds": timers["init"].seconds,
+        "eigen_seconds": timers["eigen"].seconds,
+        "wall_seconds": timers["init"].seconds + timers["eigen"].seconds,
+        "out": a.out,
+    }

@@ -54,38 +54,18 @@ def main(argv: list[str] | None = None) -> None:
 
     V = C.flatten_vectors(evecs)
     C.save_npz(a.out, eigenvalues=np.asarray(evals, dtype=np.float64), eigenvectors=V)
-    C.emit(
-        {
-            "peer": "landscaper",
-            "peer_version": C.dist_version("landscaper"),
-            "torch_version": torch.__version__,
-            "torch_threads": threads,
-            "model": case["model_name"],
-            "n_params": int(V.shape[1]),
-            "n_samples": int(X.shape[0]),
-            "dtype": str(X.dtype).replace("torch.", ""),
-            "top_n": a.top_n,
-            "max_iter": a.max_iter,
-            "tol": a.tol,
-            "seed": a.seed,
-            "try_cache": a.try_cache,
-            "eigenvalues": [float(e) for e in evals],
-            # one hv_product = one full-data Hessian-vector product (one batch here)
-            "hvp_count": calls["hv_product"],
-            "autograd_hvp_calls": gc.with_grad_outputs,
-            # without try_cache every HVP recomputes forward + create_graph gradient first
-            "gradient_evaluations": gc.without_grad_outputs,
-            "import_seconds": t_imp.seconds,
-            "init_seconds": t_init.seconds,
-            "eigen_seconds": t_eig.seconds,
-            "wall_seconds": t_init.seconds + t_eig.seconds,
-            "out": a.out,
-            "notes": (
-                "power iteration + deflation (copied from pyhessian); ranks by |eigenvalue|; "
-                "each HVP re-runs forward and a create_graph gradient unless try_cache"
-            ),
-        }
-    )
+    timers = {"import": t_imp, "init": t_init, "eigen": t_eig}
+    C.emit(C.eig_record(
+        "landscaper", a, case, X, evals, V, threads, timers,
+        try_cache=a.try_cache,
+        # one hv_product = one full-data Hessian-vector product (one batch here)
+        hvp_count=calls["hv_product"],
+        autograd_hvp_calls=gc.with_grad_outputs,
+        # without try_cache every HVP recomputes forward + create_graph gradient first
+        gradient_evaluations=gc.without_grad_outputs,
+        notes=("power iteration + deflation (copied from pyhessian); ranks by |eigenvalue|; "
+               "each HVP re-runs forward and a create_graph gradient unless try_cache"),
+    ))
 
 
 if __name__ == "__main__":

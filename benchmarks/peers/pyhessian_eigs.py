@@ -50,32 +50,14 @@ def main(argv: list[str] | None = None) -> None:
 
     V = C.flatten_vectors(evecs)
     C.save_npz(a.out, eigenvalues=np.asarray(evals, dtype=np.float64), eigenvectors=V)
-    C.emit(
-        {
-            "peer": "pyhessian",
-            "peer_version": C.dist_version("pyhessian"),
-            "torch_version": torch.__version__,
-            "torch_threads": threads,
-            "model": case["model_name"],
-            "n_params": int(V.shape[1]),
-            "n_samples": int(X.shape[0]),
-            "dtype": str(X.dtype).replace("torch.", ""),
-            "top_n": a.top_n,
-            "max_iter": a.max_iter,
-            "tol": a.tol,
-            "seed": a.seed,
-            "eigenvalues": [float(e) for e in evals],
-            "hvp_count": calls["hessian_vector_product"],
-            "autograd_grad_calls": gc.with_grad_outputs + gc.without_grad_outputs,
-            "gradient_evaluations": 1,  # __init__: one loss.backward(create_graph=True)
-            "import_seconds": t_imp.seconds,
-            "init_seconds": t_init.seconds,
-            "eigen_seconds": t_eig.seconds,
-            "wall_seconds": t_init.seconds + t_eig.seconds,
-            "out": a.out,
-            "notes": "power iteration + deflation; ranks by |eigenvalue|; model put in eval()",
-        }
-    )
+    timers = {"import": t_imp, "init": t_init, "eigen": t_eig}
+    C.emit(C.eig_record(
+        "pyhessian", a, case, X, evals, V, threads, timers,
+        hvp_count=calls["hessian_vector_product"],
+        autograd_grad_calls=gc.with_grad_outputs + gc.without_grad_outputs,
+        gradient_evaluations=1,  # __init__: one loss.backward(create_graph=True)
+        notes="power iteration + deflation; ranks by |eigenvalue|; model put in eval()",
+    ))
 
 
 if __name__ == "__main__":
