@@ -51,14 +51,19 @@ _HOMOLOGY_FIELD = 2
 
 
 # --------------------------------------------------------------------------- kNN graph
+def _real_floats(array: np.ndarray, what: str) -> tuple[np.ndarray, int]:
+    """``array`` as floats and its number of NaNs; a TypeError for non-real dtypes."""
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be real numbers, got dtype {array.dtype}")
+    array = array.astype(float, copy=False)
+    return array, int(np.count_nonzero(np.isnan(array)))
+
+
 def _check_distances(distances: np.ndarray) -> np.ndarray:
     d = np.asarray(distances)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
         raise ValueError(f"distances must be a square (n, n) matrix, got shape {d.shape}")
-    if d.dtype.kind not in "biuf":
-        raise TypeError(f"distances must be real numbers, got dtype {d.dtype}")
-    d = d.astype(float, copy=False)
-    n_nan = int(np.count_nonzero(np.isnan(d)))
+    d, n_nan = _real_floats(d, "distances")
     if n_nan:
         raise ValueError(f"distances contain {n_nan} NaN entr{'y' if n_nan == 1 else 'ies'}")
     return d
@@ -230,10 +235,7 @@ def graph_persistence(
     vals = np.asarray(values)
     if vals.ndim != 1 or vals.size == 0:
         raise ValueError(f"values must be a non-empty 1-D array, got shape {vals.shape}")
-    if vals.dtype.kind not in "biuf":
-        raise TypeError(f"values must be real numbers, got dtype {vals.dtype}")
-    vals = vals.astype(float, copy=False)
-    n_nan = int(np.count_nonzero(np.isnan(vals)))
+    vals, n_nan = _real_floats(vals, "values")
     if n_nan:
         raise ValueError(
             f"{n_nan} of {vals.size} value(s) are NaN; replace them (e.g. by +inf to let those "
