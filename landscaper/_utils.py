@@ -1,4 +1,4 @@
-"""Small helpers shared by several modules (byte sizes, timing, progress bars)."""
+"""Small helpers shared by several modules (byte sizes, timing, progress bars, arrays)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
           "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
@@ -52,3 +56,25 @@ def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+def to_numpy(tensor: torch.Tensor, *, exact_bits: bool = False) -> np.ndarray:
+    """A NumPy copy of ``tensor``; bfloat16, which NumPy lacks, becomes float32 (exact), or its
+    raw 16-bit patterns with ``exact_bits`` (for digests)."""
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.view(torch.int16) if exact_bits else tensor.float()
+    return tensor.numpy()
+
+
+def check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int ≥ ``minimum``; integral floats are accepted, anything else refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}; pass e.g. "
+                         f"{name}={max(minimum, round(float(value)))}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+    return int(value)

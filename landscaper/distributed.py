@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from ._utils import to_numpy
 from .objective import Objective
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,11 @@ class DistributedObjective(Objective):
         error = None
         try:
             super().__init__(*args, **kwargs)
+            if self.num_samples is None:
+                raise ValueError("ranks are weighted by their sample counts, but this rank's "
+                                 "batch does not say how many samples it holds (no targets or "
+                                 "labels, tensors of different lengths); pass "
+                                 "sample_count=lambda batch: ...")
         except Exception as err:  # noqa: BLE001 - re-raised on every rank
             error = err
         raise_together(error)  # e.g. one rank's empty shard: all ranks stop, none waits
@@ -243,7 +249,8 @@ class DistributedObjective(Objective):
         theta = self.theta0.detach().cpu().contiguous()
         layout = json.dumps([self.param_names, [list(s) for s in self.layout.shapes],
                              str(self.dtype)])
-        digest = hashlib.sha256(layout.encode() + theta.numpy().tobytes()).hexdigest()
+        payload = layout.encode() + to_numpy(theta, exact_bits=True).tobytes()
+        digest = hashlib.sha256(payload).hexdigest()
         check_agree(digest, "parameter layout or θ₀")
 
     def reduce_mean(self, local: torch.Tensor) -> torch.Tensor:

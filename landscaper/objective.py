@@ -12,7 +12,7 @@ import fnmatch
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,14 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ._utils import format_bytes, parse_bytes, progress_bar
+from .batches import (
+    SampleCount,
+    all_tensors,
+    floating_dtypes,
+    normalize_data,
+    prepare,
+    sample_counts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,18 @@ class ParameterLayout:
         return torch.cat(parts)
 
 
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """Second names of tied parameters (one `Parameter` registered twice) → their first name.
+
+    ``model.named_parameters()`` lists a tied parameter once, under the first name it was
+    registered with (e.g. ``embed.weight`` for an output layer that reuses it as
+    ``lm_head.weight``); the other names are these aliases.
+    """
+    first = {id(p): n for n, p in model.named_parameters()}
+    return {n: first[id(p)] for n, p in model.named_parameters(remove_duplicate=False)
+            if first[id(p)] != n}
+
+
 def select_parameters(
     model: nn.Module, params: str | Sequence[str] | None = None
 ) -> list[tuple[str, nn.Parameter]]:
@@ -74,7 +94,8 @@ def select_parameters(
     Args:
         model: the module.
         params: None for every parameter with ``requires_grad``; otherwise one or more names
-            or shell-style patterns (``"encoder.layer.5.*"``, ``"classifier.*"``).
+            or shell-style patterns (``"encoder.layer.5.*"``, ``"classifier.*"``). A tied
+            parameter may be named by any of its names; it enters θ once, under its first.
     """
     named = list(model.named_parameters())
     if params is None:
@@ -84,16 +105,28 @@ def select_parameters(
             logger.info("leaving %d frozen parameter tensors out of theta", frozen)
     else:
         patterns = [params] if isinstance(params, str) else list(params)
-        unmatched = [
-            pat for pat in patterns if not any(fnmatch.fnmatchcase(n, pat) for n, _ in named)
-        ]
+        if not patterns or not all(isinstance(pat, str) for pat in patterns):
+            raise TypeError(f"params must be a name/pattern or a non-empty list of them, got "
+                            f"{params!r}")
+        aliases = tied_aliases(model)
+        names = [n for n, _ in named] + list(aliases)
+
+        def matches(name: str) -> list[str]:
+            return [pat for pat in patterns if fnmatch.fnmatchcase(name, pat)]
+
+        unmatched = [pat for pat in patterns if not any(matches(n) for n in names)]
         if unmatched:
             sample = ", ".join(n for n, _ in named[:8])
             raise ValueError(
                 f"parameter pattern(s) {unmatched} match no parameter of the model; "
                 f"names look like: {sample}"
             )
-        chosen = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+        via_alias = {first for alias, first in aliases.items() if matches(alias)}
+        for alias, first in aliases.items():
+            if matches(alias) and not matches(first):
+                logger.info("%s is tied to %s (one Parameter): it enters theta once, as %s",
+                            alias, first, first)
+        chosen = [(n, p) for n, p in named if matches(n) or n in via_alias]
         frozen_chosen = [n for n, p in chosen if not p.requires_grad]
         if frozen_chosen:
             logger.info("parameters %s have requires_grad=False but were selected by name: they "
@@ -139,36 +172,8 @@ def _nonfinite_parameters(layout: ParameterLayout, theta: torch.Tensor) -> dict[
     return counts
 
 
-def _all_tensors(obj: Any) -> list[torch.Tensor]:
-    """Every tensor in a (nested) batch, in order."""
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, Mapping):
-        obj = list(obj.values())
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in _all_tensors(item)]
-    return []
-
-
-def _find_tensor(obj: Any) -> torch.Tensor | None:
-    return next(iter(_all_tensors(obj)), None)
-
-
-def _batch_size(batch: Batch) -> int:
-    tensor = _find_tensor(batch)
-    if tensor is None or tensor.ndim == 0:
-        return 1
-    return int(tensor.shape[0])
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _scalar_loss(loss: Any, source: str) -> torch.Tensor:
@@ -185,38 +190,43 @@ def _scalar_loss(loss: Any, source: str) -> torch.Tensor:
     return loss.reshape(())
 
 
-def normalize_data(data: Any) -> list[Batch]:
-    """Turn the accepted data forms into a list of batches.
+#: Parameter dtypes whose arithmetic is too coarse for Hessians and Lanczos: such models are
+#: evaluated in float32 copies by default (see ``compute_dtype``).
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-    Accepted: a tuple ``(inputs, targets)`` (one batch), a dict (one HuggingFace-style batch),
-    a list of such batches, or any re-iterable of batches such as a ``DataLoader`` (it is read
-    once, so a shuffling loader gives one fixed order).
-    """
-    if isinstance(data, (tuple, Mapping)):
-        batches = [data]
-    elif isinstance(data, torch.Tensor):
-        raise TypeError("data is a bare tensor; pass (inputs, targets) as a tuple, or a list of "
-                        "such tuples, or use batch_loss=... for an unsupervised loss")
-    elif isinstance(data, Iterable):
-        batches = list(data)
-        if batches and isinstance(batches[0], torch.Tensor):
-            raise TypeError("data is a list of tensors; write a single batch as a tuple "
-                            "(inputs, targets), or pass a list of such tuples")
-    else:
-        raise TypeError(f"cannot use {type(data).__name__} as data; pass (inputs, targets), a "
-                        "dict batch, a list of batches or a DataLoader")
-    if not batches:
-        raise ValueError("data holds no batches: pass at least one batch")
-    if any(isinstance(b, (tuple, list, Mapping)) and len(b) == 0 for b in batches):
-        raise ValueError("data holds an empty batch (an empty tuple or dict); a batch is "
-                         "(inputs, targets) or a dict of tensors")
-    if any(_batch_size(b) == 0 for b in batches):
-        raise ValueError("data holds an empty batch (batch size 0); drop it before building "
-                         "the Objective")
-    if any(t.device.type == "meta" for b in batches for t in _all_tensors(b)):
-        raise ValueError("data holds tensors on the meta device, which have no values; pass "
-                         "real tensors (they are moved to the model's device)")
-    return batches
+
+def resolve_compute_dtype(model_dtype: torch.dtype,
+                          compute_dtype: torch.dtype | str | None) -> torch.dtype:
+    """The dtype losses and curvature are computed in: the model's own, or float32 for
+    float16/bfloat16 models, unless the caller chooses one."""
+    if compute_dtype is None:
+        return torch.float32 if model_dtype in LOW_PRECISION else model_dtype
+    if isinstance(compute_dtype, str):
+        compute_dtype = getattr(torch, compute_dtype.removeprefix("torch."), None)
+    if not isinstance(compute_dtype, torch.dtype) or not compute_dtype.is_floating_point:
+        raise ValueError(f"compute_dtype must be a real floating torch dtype such as "
+                         f"torch.float32 or torch.float64, got {compute_dtype!r}")
+    return compute_dtype
+
+
+def random_loss_message(cause: str) -> str:
+    """The refusal of a model whose loss is random, whatever makes it so."""
+    return (f"{cause}, so its loss is random or batch dependent. Call model.eval() before "
+            "building the Objective, or pass allow_train_mode=True to analyse the training-mode "
+            "loss.")
+
+
+def _rng_states(device: torch.device) -> list[torch.Tensor]:
+    states = [torch.random.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def _same_value(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality of two loss values (NaN equals NaN)."""
+    a, b = a.detach().reshape(-1), b.detach().reshape(-1)
+    return bool(torch.equal(a, b) or (torch.isnan(a).all() and torch.isnan(b).all()))
 
 
 class Objective:
@@ -231,12 +241,26 @@ class Objective:
         batch_loss: optional ``batch_loss(call_model, batch)`` replacing the default
             ``loss_fn(call_model(inputs), targets)``; ``call_model`` runs the model at θ. Use it for
             losses that need derivatives with respect to inputs (PINNs).
-        allow_train_mode: evaluate a model that is in training mode with dropout or batch norm.
-            Off by default: such a model gives a random or batch-dependent loss.
+        allow_train_mode: evaluate a model whose loss is random or batch dependent: training
+            mode with dropout or batch norm, or a forward that draws random numbers. Off by
+            default.
         memory_budget: bytes (or a string such as ``"2GiB"``) that batched evaluation may use.
+        sample_count: how many samples each batch holds, for the weighted mean: None reads the
+            targets (tuple batches) or ``labels`` (dict batches), see
+            `landscaper.batches.count_samples`; or a function ``batch -> int``; or one count per
+            batch.
+        compute_dtype: dtype of θ and of the arithmetic. Default: the parameters' dtype, but
+            float32 for float16/bfloat16 models, whose rounding would swamp curvature (their
+            weights, floating buffers and the data in their dtype are upcast exactly, into
+            copies). ``torch.float64`` gives double-precision Hessians of any model.
 
-    The loss of several batches is their mean weighted by batch size, so it equals the mean
-    over all samples for mean-reduced losses.
+    The loss of several batches is their mean weighted by sample count, so it equals the mean
+    over all samples for mean-reduced losses (a sum-reduced loss gives the weighted mean of the
+    batch sums).
+
+    At construction the loss at θ₀ is evaluated twice on the smallest batch: a model that
+    draws random numbers or gives two different values is refused (unless
+    ``allow_train_mode``), and data the model cannot take fail here, before any expensive work.
     """
 
     def __init__(
@@ -249,7 +273,15 @@ class Objective:
         batch_loss: BatchLoss | None = None,
         allow_train_mode: bool = False,
         memory_budget: int | str = "2GiB",
+        sample_count: SampleCount | None = None,
+        compute_dtype: torch.dtype | str | None = None,
     ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}; wrap "
+                            "a function in an nn.Module whose parameters it uses")
+        for name, fn in (("loss_fn", loss_fn), ("batch_loss", batch_loss)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         self.model = model
         self.loss_fn = loss_fn
         self.batch_loss_fn = batch_loss
@@ -267,8 +299,16 @@ class Objective:
             total += math.prod(shape)
         self.layout = ParameterLayout(names, shapes, tuple(offsets))
         first = selected[0][1]
-        self.device, self.dtype = first.device, first.dtype
-        self.theta0 = torch.cat([p.detach().reshape(-1) for _, p in selected]).clone()
+        #: dtype of the model's selected parameters; `dtype` is the one computed in.
+        self.model_dtype = first.dtype
+        self.device = first.device
+        self.dtype = resolve_compute_dtype(first.dtype, compute_dtype)
+        if self.dtype != self.model_dtype:
+            logger.info("the model's parameters are %s: losses and curvature are computed in %s "
+                        "copies of its parameters, floating buffers and %s data (the model is "
+                        "not changed)", _name(self.model_dtype), _name(self.dtype),
+                        _name(self.model_dtype))
+        self.theta0 = torch.cat([p.detach().reshape(-1) for _, p in selected]).to(self.dtype)
         #: NaN/inf entries of θ₀ per parameter (the model's own weights); empty when finite.
         self.nonfinite_theta0 = _nonfinite_parameters(self.layout, self.theta0)
         if self.nonfinite_theta0:
@@ -276,22 +316,29 @@ class Objective:
                            "that depends on them is NaN/inf, and Hessians and relative extents "
                            "are undefined; they are kept as they are", self.nonfinite_theta0)
         selected_names = set(names)
-        self._fixed_params = {
-            n: p.detach() for n, p in model.named_parameters() if n not in selected_names
-        }
-        self._buffers = dict(model.named_buffers())
-        self.batches = [_to_device(b, self.device) for b in normalize_data(data)]
-        sizes = [_batch_size(b) for b in self.batches]
-        self.num_samples = sum(sizes)
-        self.weights = [s / self.num_samples for s in sizes]
+        self._fixed_params = {n: self._computed(p.detach()) for n, p in model.named_parameters()
+                              if n not in selected_names}
+        self._buffers = {n: self._computed(b) for n, b in model.named_buffers()}
+        self.batches = [prepare(b, self.device, self.model_dtype, self.dtype)
+                        for b in normalize_data(data)]
         if loss_fn is None and batch_loss is None and not all(
             isinstance(b, Mapping) for b in self.batches
         ):
             raise ValueError("loss_fn is required for (inputs, targets) batches, e.g. "
                              "loss_fn=torch.nn.functional.cross_entropy")
+        counts = sample_counts(self.batches, sample_count, supervised=batch_loss is None)
+        #: samples per batch (None: one batch whose tensors disagree on what a sample is).
+        self.sample_counts = counts
+        self.num_samples = None if counts is None else sum(counts)
+        self.weights = [1.0] if counts is None else [c / self.num_samples for c in counts]
         self._vmap_ok = True
         self._bytes_per_point: int | None = None
         self._tuned_chunk: tuple[int, float] | None = None
+        self._check_first_evaluation()
+
+    def _computed(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A floating tensor of the model's dtype in the compute dtype (itself otherwise)."""
+        return tensor.to(self.dtype) if tensor.dtype == self.model_dtype else tensor
 
     # ------------------------------------------------------------------ construction checks
     @staticmethod
@@ -302,12 +349,52 @@ class Objective:
             if m.training and isinstance(m, _STOCHASTIC_MODULES) and getattr(m, "p", 1.0) != 0
         ]
         if stochastic and not allow_train_mode:
-            raise ValueError(
+            raise ValueError(random_loss_message(
                 f"the model is in training mode and has dropout/batch-norm layers "
-                f"({', '.join(stochastic[:4])}{', ...' if len(stochastic) > 4 else ''}), so its "
-                "loss is random or batch dependent. Call model.eval() before building the "
-                "Objective, or pass allow_train_mode=True to analyse the training-mode loss."
-            )
+                f"({', '.join(stochastic[:4])}{', ...' if len(stochastic) > 4 else ''})"))
+
+    def _check_first_evaluation(self) -> None:
+        """Evaluate θ₀ twice on the smallest batch: refuse randomness, explain dtype errors.
+
+        The random number generators are forked, so the caller's random stream is untouched.
+        """
+        smallest = min(range(len(self.batches)), key=lambda i: sum(
+            t.numel() for t in all_tensors(self.batches[i])))
+        batch = self.batches[smallest]
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                before = _rng_states(self.device)
+                first = self.loss_on(self.theta0, batch)
+                drew = any(not torch.equal(a, b) for a, b in
+                           zip(before, _rng_states(self.device), strict=True))
+                second = self.loss_on(self.theta0, batch)
+        except RuntimeError as err:
+            mismatch = sorted(map(_name, floating_dtypes([batch]) - {self.dtype}))
+            if mismatch:
+                raise ValueError(
+                    f"evaluating the loss at θ₀ failed ({str(err).splitlines()[0][:160]}): the "
+                    f"data hold {', '.join(mismatch)} tensors but the model computes in "
+                    f"{_name(self.dtype)}; convert the data (e.g. x.to(torch.{_name(self.dtype)}))"
+                    f" or the model (model.to(torch.{mismatch[0]}))") from err
+            raise
+        if self.allow_train_mode:
+            return
+        if drew:
+            raise ValueError(random_loss_message(
+                "the model draws random numbers in forward (functional dropout, torch.rand, "
+                "stochastic depth, ...)"))
+        if not _same_value(first, second):
+            gap, scale = float((first - second).abs()), float(torch.maximum(first.abs(),
+                                                                             second.abs()))
+            if gap <= 64 * torch.finfo(self.dtype).eps * scale:  # e.g. CUDA atomics
+                logger.warning("the loss at θ₀ differs in its last bits between two calls "
+                               "(%.17g, %.17g): non-deterministic kernels; values agree to "
+                               "rounding", float(first), float(second))
+                return
+            raise ValueError(random_loss_message(
+                f"the loss at the same θ differs between two calls ({float(first):.17g} then "
+                f"{float(second):.17g})"))
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -332,7 +419,9 @@ class Objective:
             "params": list(self.param_names),
             "num_samples": self.num_samples,
             "num_batches": len(self.batches),
-            "dtype": str(self.dtype).replace("torch.", ""),
+            "dtype": _name(self.dtype),
+            **({"model_dtype": _name(self.model_dtype)} if self.model_dtype != self.dtype
+               else {}),
             "device": str(self.device),
             **({"nonfinite_theta0": dict(self.nonfinite_theta0)} if self.nonfinite_theta0 else {}),
         }
@@ -524,6 +613,10 @@ class Objective:
             try:
                 return vmap(self._loss_all, randomness=randomness)(block)
             except (RuntimeError, NotImplementedError) as err:
+                if "randomness" in str(err) and not self.allow_train_mode:
+                    raise ValueError(random_loss_message(
+                        "the model draws random numbers in forward (functional dropout, "
+                        "torch.rand, stochastic depth, ...)")) from err
                 self._vmap_ok = False
                 logger.warning("vmap cannot batch this model (%s); evaluating one point at a "
                                "time", str(err).splitlines()[0][:200])
