@@ -20,7 +20,7 @@ import scipy.sparse.linalg
 import torch
 
 from . import distributed as dist_utils
-from ._utils import format_bytes, parse_bytes
+from ._utils import check_count, format_bytes, parse_bytes
 from .distributed import DistributedObjective
 from .objective import Objective, ParameterLayout
 
@@ -45,6 +45,14 @@ class Which(str, Enum):
     SA = "SA"
 
 
+def parse_which(which: str | Which) -> Which:
+    """The `Which` named by ``which``, or an error listing the valid names."""
+    try:
+        return Which(which)
+    except ValueError:
+        raise ValueError(f"which must be 'LA', 'LM' or 'SA', got {which!r}") from None
+
+
 class Method(str, Enum):
     """Eigen-solver behind `top_eigenpairs`.
 
@@ -59,20 +67,37 @@ class Method(str, Enum):
     ARPACK = "arpack"
 
 
+#: What to do about PyTorch's fused attention, which has no second derivative on CPU.
+_ATTENTION_HINT = (
+    " This is PyTorch's fused scaled-dot-product attention (F.scaled_dot_product_attention, "
+    "used by nn.MultiheadAttention, nn.TransformerEncoderLayer and HuggingFace models loaded "
+    "with attn_implementation=\"sdpa\"). Compute the curvature inside `with "
+    "torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):`, whose kernel has "
+    "second derivatives, or load a HuggingFace model with attn_implementation=\"eager\", e.g. "
+    "AutoModel.from_pretrained(path, attn_implementation=\"eager\").")
+#: What to do about a torch.compile'd module (aot_autograd has no double backward).
+_COMPILE_HINT = (
+    " This is a torch.compile'd module: compute the curvature on the uncompiled module "
+    "(compiled._orig_mod, or build the model without torch.compile); losses and grids work "
+    "compiled.")
+
+
 def _second_derivative_hint(err: RuntimeError) -> DoubleBackwardError | None:
+    """A `DoubleBackwardError` naming the fix when ``err`` says a second derivative is
+    missing; None for any other error."""
     text = str(err)
     if "derivative for" in text and "not implemented" in text:
-        hint = ""
-        if "scaled_dot_product" in text or "attention" in text:
-            hint = (" This is PyTorch's fused scaled-dot-product attention. For a HuggingFace "
-                    "model, load it with attn_implementation=\"eager\", e.g. "
-                    "AutoModel.from_pretrained(path, attn_implementation=\"eager\").")
-        return DoubleBackwardError(
-            f"Hessian-vector products need second derivatives, and an operation of this model "
-            f"has none ({text.splitlines()[0]}).{hint} Otherwise replace that operation or "
-            "exclude its parameters with params=[...]."
-        )
-    return None
+        attention = "scaled_dot_product" in text or "attention" in text
+        hint = _ATTENTION_HINT if attention else ""
+    elif "does not currently support double backward" in text:
+        hint = _COMPILE_HINT
+    else:
+        return None
+    return DoubleBackwardError(
+        f"Hessian-vector products need second derivatives, and an operation of this model "
+        f"has none ({text.splitlines()[0]}).{hint} Otherwise replace that operation or "
+        "exclude its parameters with params=[...]."
+    )
 
 
 # `once_differentiable` wraps every backward in one shared inner function: its code object
@@ -124,8 +149,17 @@ class HessianOperator:
         self.theta = (objective.theta0 if theta is None else objective._check_theta(theta)).detach()
         self.shape = (objective.num_params, objective.num_params)
         self.dtype = self.theta.dtype
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"Hessian-vector products in {str(self.dtype).removeprefix('torch.')} are "
+                f"dominated by rounding (machine epsilon {torch.finfo(self.dtype).eps:.1e}), "
+                "and Lanczos would stop on a false breakdown; build the Objective with "
+                "compute_dtype=torch.float32 (the default for float16/bfloat16 models) or "
+                "torch.float64")
         self.device = self.theta.device
         self.n_hvp = 0
+        #: whether every product is a collective over ranks (a `DistributedObjective`)
+        self.reduces = isinstance(objective, DistributedObjective)
         self._graph_checked = False
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
@@ -134,7 +168,7 @@ class HessianOperator:
         if v.shape[0] != self.shape[0]:
             raise ValueError(f"vector has length {v.shape[0]}, the Hessian is {self.shape}")
         obj = self.objective
-        if isinstance(obj, DistributedObjective):
+        if self.reduces:
             # a failure on one rank (OOM, no second derivative) is raised on all of them
             # before the reduction, so no rank is left waiting in it
             error, out = None, None
@@ -241,16 +275,53 @@ def _start_vector(p: int, seed: int, dtype: torch.dtype, device: torch.device) -
     return (v / v.norm()).to(dtype=dtype, device=device)
 
 
-class _Lanczos:
-    """Lanczos three-term recurrence with full (twice-applied) reorthogonalisation."""
+#: β below this many machine epsilons (times the largest |α|) is a breakdown: the Krylov space
+#: is invariant up to rounding.
+_BREAKDOWN_EPS = 1e3
 
-    def __init__(self, op: HessianOperator, start: torch.Tensor, memory_budget: int) -> None:
+
+#: Residuals below this many machine epsilons times the largest |Ritz value| are rounding.
+_ROUNDING_EPS = 10.0
+
+
+class _Lanczos:
+    """Lanczos three-term recurrence with full (twice-applied) reorthogonalisation.
+
+    A breakdown (β at rounding level: the Krylov space of the start vector is invariant) either
+    ends the run (``restart_seed=None``, as stochastic Lanczos quadrature needs) or starts a new
+    block from a random vector orthogonal to the basis, so eigenvalues outside that space are
+    still found. Either way the β measured at the breakdown enters the residual bounds, which
+    are therefore never reported as zero because of a breakdown.
+    """
+
+    def __init__(self, op: HessianOperator, start: torch.Tensor, memory_budget: int, *,
+                 restart_seed: int | None = None) -> None:
         self.op = op
         self.basis: list[torch.Tensor] = [start / start.norm()]
         self.alphas: list[float] = []
+        #: off-diagonal of the tridiagonal matrix (0 where a new block starts).
         self.betas: list[float] = []
+        #: (index of a block's last vector, β measured there) for every restart.
+        self.breaks: list[tuple[int, float]] = []
         self.memory_budget = memory_budget
         self.exhausted = False
+        self._restarts = (None if restart_seed is None
+                          else torch.Generator().manual_seed(restart_seed))
+
+    def _orthogonalize(self, w: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(self.basis)
+        for _ in range(2):
+            w = w - stacked.T @ (stacked @ w)
+        return w
+
+    def _append(self, vector: torch.Tensor) -> None:
+        needed = (len(self.basis) + 1) * vector.numel() * vector.element_size()
+        if needed > self.memory_budget:
+            raise MemoryError(
+                f"the Lanczos basis would exceed the memory budget ({format_bytes(needed)}); "
+                "use method=\"arpack\" with a small ncv, raise memory_budget, or lower max_iter"
+            )
+        self.basis.append(vector)
 
     def step(self) -> None:
         q = self.basis[-1]
@@ -259,11 +330,9 @@ class _Lanczos:
         w = w - alpha * q
         if self.betas:
             w = w - self.betas[-1] * self.basis[-2]
-        stacked = torch.stack(self.basis)
-        for _ in range(2):
-            w = w - stacked.T @ (stacked @ w)
+        w = self._orthogonalize(w)
         beta = float(w.norm())
-        if isinstance(self.op.objective, DistributedObjective):
+        if self.op.reduces:
             # every decision (convergence, exhaustion) follows from alphas and betas: rank 0's
             # keep all ranks in lockstep even where their arithmetic differs in the last bits
             coefficients = torch.tensor([alpha, beta], dtype=torch.float64)
@@ -273,17 +342,27 @@ class _Lanczos:
                              "model's weights, data or loss); see objective.nonfinite_theta0")
         self.alphas.append(alpha)
         self.betas.append(beta)
-        scale = max(abs(a) for a in self.alphas) or 1.0
-        if beta <= 1e3 * torch.finfo(w.dtype).eps * scale or len(self.basis) == w.shape[0]:
-            self.exhausted = True  # the Krylov space is invariant: Ritz pairs are exact
+        if len(self.basis) == w.shape[0]:
+            self.exhausted = True  # the basis spans the whole space
             return
-        needed = (len(self.basis) + 1) * w.numel() * w.element_size()
-        if needed > self.memory_budget:
-            raise MemoryError(
-                f"the Lanczos basis would exceed the memory budget ({format_bytes(needed)}); "
-                "use method=\"arpack\" with a small ncv, raise memory_budget, or lower max_iter"
-            )
-        self.basis.append(w / beta)
+        # rounding is judged against this block's curvature, so that a block exploring the
+        # small eigenvalues left after the large ones were found is not cut short
+        block = self.alphas[self.breaks[-1][0] + 1 if self.breaks else 0:]
+        scale = max(abs(a) for a in block) or 1.0
+        if beta > _BREAKDOWN_EPS * torch.finfo(w.dtype).eps * scale:
+            self._append(w / beta)
+            return
+        if self._restarts is None:
+            self.exhausted = True  # the Krylov space is invariant: stop here
+            return
+        fresh = torch.randn(w.shape[0], generator=self._restarts, dtype=torch.float64)
+        fresh = self._orthogonalize(fresh.to(dtype=w.dtype, device=w.device) / fresh.norm())
+        if float(fresh.norm()) < 1e-4:  # the basis spans the space up to rounding
+            self.exhausted = True
+            return
+        self.breaks.append((len(self.alphas) - 1, beta))
+        self.betas[-1] = 0.0
+        self._append(fresh / fresh.norm())
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Ritz values (ascending) and eigenvectors of the tridiagonal matrix."""
@@ -293,9 +372,12 @@ class _Lanczos:
         return scipy.linalg.eigh_tridiagonal(alphas, np.asarray(self.betas[:-1]))
 
     def residuals(self, vecs: np.ndarray) -> np.ndarray:
-        if self.exhausted:
-            return np.zeros(vecs.shape[1])
-        return abs(self.betas[-1]) * np.abs(vecs[-1, :])
+        """Bounds on ‖H v − λ v‖ for the Ritz vectors with coefficients ``vecs`` (columns):
+        the last β times each vector's last coefficient, plus the same at every restart."""
+        out = abs(self.betas[-1]) * np.abs(vecs[-1, :])
+        for index, beta in self.breaks:
+            out = out + abs(beta) * np.abs(vecs[index, :])
+        return out
 
     def ritz_vectors(self, vecs: np.ndarray) -> torch.Tensor:
         basis = torch.stack(self.basis[: vecs.shape[0]])
@@ -332,7 +414,8 @@ def top_eigenpairs(
         theta: the point (θ₀ by default).
         memory_budget: bytes the Krylov basis may take (the objective's budget by default).
     """
-    which, method = Which(which), Method(method)
+    which, method = parse_which(which), Method(method)
+    k = check_count("k", k)
     op = HessianOperator(objective, theta)
     p = op.shape[0]
     if not 1 <= k <= p:
@@ -356,27 +439,38 @@ def top_eigenpairs(
                            method.value, objective.layout)
 
     max_steps = min(p, max_iter if max_iter is not None else max(300, 10 * k))
-    lanczos = _Lanczos(op, start, budget)
+    if max_steps < k:
+        raise ValueError(f"max_iter={max_iter} Lanczos steps cannot give k={k} eigenpairs; pass "
+                         f"max_iter >= {k}")
+    lanczos = _Lanczos(op, start, budget, restart_seed=seed + 1)
     converged = False
     while True:
         lanczos.step()
         values, vecs = lanczos.ritz()
         order = _order(values, which)[:k]
         res = lanczos.residuals(vecs[:, order])
+        # relative to |λ|, but eigenvalues at rounding level (zero curvature) are judged
+        # against the rounding of the products themselves
+        floor = _ROUNDING_EPS * torch.finfo(op.dtype).eps * float(np.max(np.abs(values)))
+        wanted = tol * np.maximum(np.abs(values[order]), floor / tol)
         if len(values) >= k:
-            converged = bool(np.all(res <= tol * np.maximum(np.abs(values[order]), 1e-30)))
+            converged = bool(np.all(res <= wanted))
         if converged or lanczos.exhausted or len(lanczos.alphas) >= max_steps:
             break
-    if len(values) < k:
-        raise ValueError(f"the Hessian has a {len(values)}-dimensional Krylov space from this "
-                         f"start vector, fewer than k={k}; try another seed or a smaller k")
-    if not converged and not lanczos.exhausted:
+    if not converged:
         logger.warning("Lanczos stopped after %d steps with relative residuals %s > tol %.1e; "
                        "raise max_iter or tol", len(lanczos.alphas),
-                       np.array2string(res / np.abs(values[order]), precision=2), tol)
+                       np.array2string(tol * res / np.maximum(wanted, 1e-300), precision=2), tol)
+    tiny = np.abs(values[order]) * tol < floor
+    if converged and tiny.any() and op.dtype != torch.float64:
+        logger.warning("eigenvalue(s) %s are below what %s Hessian-vector products resolve to "
+                       "tol %.1e: they are accurate to about ±%.2g only; pass "
+                       "compute_dtype=torch.float64 to the Objective for more digits",
+                       np.array2string(values[order][tiny], precision=3),
+                       str(op.dtype).removeprefix("torch."), tol, floor)
     vectors = lanczos.ritz_vectors(vecs[:, order])
     return EigenResult(values[order].astype(np.float64), vectors, op.n_hvp, res,
-                       converged or lanczos.exhausted, method.value, objective.layout)
+                       converged, method.value, objective.layout)
 
 
 @dataclass(frozen=True)
@@ -397,8 +491,7 @@ def trace(
     theta: torch.Tensor | None = None,
 ) -> TraceResult:
     """Hutchinson's estimator of the Hessian trace with Rademacher probes."""
-    if n_probes < 2:
-        raise ValueError("n_probes must be at least 2 to report a standard error")
+    n_probes = check_count("n_probes", n_probes, minimum=2)  # for a standard error
     op = HessianOperator(objective, theta)
     gen = torch.Generator().manual_seed(seed)
     samples = np.empty(n_probes)
@@ -444,6 +537,8 @@ def spectral_density(
     theta: torch.Tensor | None = None,
 ) -> SpectralDensity:
     """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al., Yao et al.)."""
+    n_probes = check_count("n_probes", n_probes)
+    n_steps = check_count("n_steps", n_steps)
     op = HessianOperator(objective, theta)
     steps = min(n_steps, op.shape[0])
     nodes = np.zeros((n_probes, steps))
