@@ -131,7 +131,8 @@ def normalize(
     return out
 
 
-def _check_count(k: int, objective: Objective, what: str) -> None:
+def check_direction_count(k: int, objective: Objective, what: str) -> None:
+    """Refuse k directions that an objective of P parameters cannot hold (before any work)."""
     if not 1 <= k <= objective.num_params:
         raise ValueError(f"cannot take k={k} {what} directions of an objective with "
                          f"{objective.num_params} parameters; pass 1 <= dims (k) <= "
@@ -167,6 +168,28 @@ def _check_nonzero(vectors: torch.Tensor) -> None:
                          "them would be flat or undefined. Check the vectors you passed.")
 
 
+#: Directions whose normalised Gram matrix has an eigenvalue below this span fewer than k axes.
+DEPENDENT_TOL = 1e-8
+
+
+def _check_independent(vectors: torch.Tensor) -> None:
+    """Refuse linearly dependent rows (a repeated or parallel direction): the grid would
+    sample one line or plane several times over and its topology would be degenerate."""
+    if vectors.shape[0] < 2:
+        return
+    unit = vectors.double()
+    unit = unit / unit.norm(dim=1, keepdim=True)
+    gram = unit @ unit.T
+    if float(torch.linalg.eigvalsh(gram)[0]) >= DEPENDENT_TOL:
+        return
+    cosines = gram.abs().fill_diagonal_(0)
+    i, j = divmod(int(torch.argmax(cosines)), gram.shape[0])
+    parallel = (f" (directions {i} and {j} are parallel, |cos| = {float(cosines[i, j]):.12g})"
+                if float(cosines[i, j]) > 1 - DEPENDENT_TOL else "")
+    raise ValueError(f"the directions are linearly dependent{parallel}, so the grid would span "
+                     f"fewer than {vectors.shape[0]} dimensions; pass independent directions")
+
+
 def _finish(vectors: torch.Tensor, objective: Objective, normalization: str, bias: str,
             orthogonalize: bool) -> tuple[torch.Tensor, bool]:
     _check_theta0_finite(objective, Normalization(normalization))
@@ -184,7 +207,7 @@ def hessian_directions(objective: Objective, k: int = 2, which: str = "LA",
     """The top-k Hessian eigenvectors (unit norm, orthonormal), with their eigenvalues."""
     from .hessian import top_eigenpairs
 
-    _check_count(k, objective, "Hessian")
+    check_direction_count(k, objective, "Hessian")
     result = top_eigenpairs(objective, k, which, **eig_kwargs)
     return Directions(result.eigenvectors, "hessian", Normalization.UNIT.value, True,
                       result.eigenvalues, {"n_hvp": result.n_hvp, "which": str(which),
@@ -204,7 +227,7 @@ def random_directions(
 
     ``orthogonalize=True`` orthonormalises the raw Gaussian vectors before normalisation.
     """
-    _check_count(k, objective, "random")
+    check_direction_count(k, objective, "random")
     gen = torch.Generator().manual_seed(seed)
     raw = torch.randn(k, objective.num_params, generator=gen, dtype=torch.float64)
     raw = raw.to(dtype=objective.dtype, device=objective.device)
@@ -254,6 +277,7 @@ def user_directions(
     if isinstance(directions, Directions):
         _check_shape(directions.vectors, objective)
         _check_nonzero(directions.vectors)
+        _check_independent(directions.vectors)
         return directions
     if isinstance(directions, (list, tuple)):
         if not directions:
@@ -278,6 +302,7 @@ def user_directions(
     _check_shape(vectors, objective)
     vectors = vectors.to(dtype=objective.dtype, device=objective.device)
     _check_nonzero(vectors)
+    _check_independent(vectors)
     vectors, orthonormal = _finish(vectors, objective, str(Normalization(normalization).value),
                                    str(BiasMode(bias).value), orthogonalize)
     return Directions(vectors, "user", Normalization(normalization).value, orthonormal)

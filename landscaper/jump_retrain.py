@@ -10,7 +10,9 @@ Three stages, each cached until a parameter it depends on changes (as PHATE does
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import timed
+from ._utils import check_count, timed
+from .directions import Normalization
 from .objective import Objective, normalize_data
 from .topology.plotting import plot_persistence_diagram
 from .trajectories import Samples, jump_and_retrain, standard_epoch
@@ -31,6 +34,39 @@ _STAGE_PARAMS = {
     "topology": {"k", "fill_triangles"},
 }
 _STAGES = ("sample", "embed", "topology")
+
+
+_EMBEDDINGS = ("phate", "pca")
+
+
+def _check_settings(settings: dict[str, Any]) -> None:
+    """Refuse bad J&R settings before any retraining (each message names the fix)."""
+    for name in ("seeds", "step_sizes"):
+        values = settings[name]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"{name} must be a non-empty sequence, got {values!r}")
+    for seed in settings["seeds"]:
+        check_count("seeds entry", seed, minimum=0)
+    for step in settings["step_sizes"]:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not (
+                math.isfinite(step) and step > 0):
+            raise ValueError(f"step_sizes must be positive finite numbers, got {step!r}")
+    check_count("epochs", settings["epochs"])
+    for name in ("n_components", "phate_knn", "k"):
+        check_count(name, settings[name])
+    check_count("seed", settings["seed"], minimum=0)
+    if settings["normalization"] not in {n.value for n in Normalization}:
+        raise ValueError(f"normalization must be one of {[n.value for n in Normalization]}, "
+                         f"got {settings['normalization']!r}")
+    embedding = settings["embedding"]
+    if embedding not in _EMBEDDINGS:
+        raise ValueError(f"embedding must be 'phate' or 'pca', got {embedding!r}")
+    if embedding == "phate" and importlib.util.find_spec("phate") is None:
+        raise ImportError('embedding="phate" needs the phate package (GPL-2): pip install '
+                          '"landscaper[phate]", or pass embedding="pca"')
+    if not isinstance(settings["fill_triangles"], bool):
+        raise TypeError(f"fill_triangles must be True or False, got "
+                        f"{settings['fill_triangles']!r}")
 
 
 def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -82,6 +118,21 @@ class JumpRetrain:
         memmap_path: str | None = None,
         progress: bool = True,
     ) -> None:
+        for name, fn, optional in (("optimizer_factory", optimizer_factory, False),
+                                   ("train_epoch", train_epoch, True),
+                                   ("accuracy_fn", accuracy_fn, True)):
+            if not callable(fn) and not (optional and fn is None):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}; e.g. "
+                                "optimizer_factory=lambda ps: torch.optim.SGD(ps, lr=0.05)")
+        settings: dict[str, Any] = {
+            "seeds": tuple(seeds) if isinstance(seeds, Sequence) else seeds,
+            "step_sizes": (tuple(step_sizes) if isinstance(step_sizes, Sequence)
+                           else step_sizes),
+            "epochs": epochs, "normalization": normalization, "embedding": embedding,
+            "n_components": n_components, "phate_knn": phate_knn, "k": k,
+            "fill_triangles": fill_triangles, "seed": seed,
+        }
+        _check_settings(settings)
         self.model = model
         self.batches = normalize_data(data)
         self.objective = Objective(model, self.batches, loss_fn, params,
@@ -92,12 +143,7 @@ class JumpRetrain:
         self.optimizer_factory = optimizer_factory
         self.train_epoch = train_epoch or standard_epoch(self.batches, loss_fn)
         self.memory_budget, self.memmap_path, self.progress = memory_budget, memmap_path, progress
-        self.settings: dict[str, Any] = {
-            "seeds": tuple(seeds), "step_sizes": tuple(step_sizes), "epochs": epochs,
-            "normalization": normalization, "embedding": embedding,
-            "n_components": n_components, "phate_knn": phate_knn, "k": k,
-            "fill_triangles": fill_triangles, "seed": seed,
-        }
+        self.settings = settings
         self.samples_: Samples | None = None
         self.embedding_: Any = None
         self.persistence_: Any = None
@@ -109,6 +155,9 @@ class JumpRetrain:
         unknown = set(changes) - set(self.settings)
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(self.settings)}")
+        changes = {k: tuple(v) if k in ("seeds", "step_sizes") and isinstance(v, Sequence)
+                   and not isinstance(v, (str, bytes)) else v for k, v in changes.items()}
+        _check_settings({**self.settings, **changes})
         changed = {name for name, value in changes.items() if self.settings[name] != value}
         self.settings.update(changes)
         for i, stage in enumerate(_STAGES):
@@ -154,11 +203,8 @@ class JumpRetrain:
                     self.embedding_ = embedding.phate_embedding(
                         samples.params, n_components=s["n_components"], knn=knn,
                         seed=s["seed"])
-                elif s["embedding"] == "pca":
+                else:  # "pca" (the settings are checked)
                     self.embedding_ = embedding.pca_embedding(samples.params, s["n_components"])
-                else:
-                    raise ValueError(f"embedding must be 'phate' or 'pca', got "
-                                     f"{s['embedding']!r}")
             self.timings["embed_s"] = record["seconds"]
         return self.embedding_
 

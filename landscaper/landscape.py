@@ -17,17 +17,28 @@ from torch import nn
 
 from . import distributed as dist_utils
 from . import io, topology
+from ._utils import check_count, to_numpy
 from .directions import (
     Directions,
+    check_direction_count,
     hessian_directions,
     random_directions,
     user_directions,
 )
+from .hessian import parse_which
 from .objective import Objective
 from .sampling import (
     ExtentUnit,
+    axis_steps,
+    check_checkpoint,
+    check_checkpoint_path,
+    check_grid_size,
+    extent_ranges,
     grid_axes,
     grid_coordinates,
+    nearest_origin_index,
+    origin_index,
+    parse_extent_unit,
     refuse_sharded_data,
     report_nonfinite,
     sample_grid,
@@ -55,6 +66,52 @@ def _broadcast_directions(dirs: Directions) -> Directions:
         values = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64))
         eigenvalues = dist_utils.broadcast_tensor(values).numpy()
     return dataclasses.replace(dirs, vectors=vectors, eigenvalues=eigenvalues)
+
+
+def _planned_dims(directions: Any, dims: Any) -> int | None:
+    """The grid dimension when it is known before the objective exists, checking ``dims`` and
+    a direction name; None for direction arrays (counted once they are checked)."""
+    if dims is not None:
+        dims = check_count("dims", dims)
+    if isinstance(directions, str):
+        if directions not in ("hessian", "random"):
+            raise ValueError(f"unknown directions {directions!r}: use 'hessian', 'random', a "
+                             "Directions object or a (k, P) array")
+        return 2 if dims is None else dims
+    if isinstance(directions, Directions):
+        if dims is not None and dims > directions.k:
+            raise ValueError(f"dims={dims} but only {directions.k} directions were given; pass "
+                             f"dims<={directions.k} or more directions")
+        return directions.k if dims is None else dims
+    return None
+
+
+def _check_grid_request(steps: Any, extent: Any, k: int, memory_budget: int | str) -> int:
+    """Check steps and extent for a k-dimensional grid and its size against the budget, by
+    arithmetic alone; returns the number of points."""
+    steps_list = axis_steps(steps, k)
+    extent_ranges(extent, k)
+    return check_grid_size(steps_list, memory_budget)
+
+
+def _jsonable_extent(extent: Any) -> Any:
+    if np.isscalar(extent):
+        return float(extent)
+    return [float(e) if np.isscalar(e) else [float(v) for v in e] for e in extent]
+
+
+def _theta0_record(objective: Objective, loss: np.ndarray, axes: Sequence[np.ndarray]
+                   ) -> dict[str, Any]:
+    """Where θ₀ is on the grid and its loss: read from the grid when θ₀ is one of its points,
+    evaluated otherwise (so a "centre" value is never a neighbour's)."""
+    index = origin_index(axes)
+    if index is not None:
+        value = float(loss[index])
+    else:
+        with torch.no_grad():
+            value = float(objective())
+    return {"on_grid": index is not None, "index": None if index is None else list(index),
+            "loss": value}
 
 
 class Landscape:
@@ -88,7 +145,7 @@ class Landscape:
         self.axes = axes
         self.metadata: dict[str, Any] = dict(metadata or {})
         if isinstance(directions, torch.Tensor):
-            directions = directions.detach().cpu().numpy()
+            directions = to_numpy(directions)
         self.directions = directions
         self.metadata["nonfinite"] = report_nonfinite(loss)
         self._cache: dict[tuple[Any, ...], Any] = {}
@@ -157,6 +214,15 @@ class Landscape:
                 rank returns the full landscape; see `landscaper.sampling.sample_grid`.
             **objective_kwargs: passed to `Objective` (``batch_loss``, ``allow_train_mode``).
         """
+        # every argument is checked before the model is evaluated or a Hessian computed
+        which = str(parse_which(which).value)
+        unit = parse_extent_unit(extent_unit)
+        k = _planned_dims(directions, dims)
+        if k is not None:  # the forms of steps and extent (the size once k <= P is known)
+            axis_steps(steps, k)
+            extent_ranges(extent, k)
+        if checkpoint is not None:
+            check_checkpoint_path(checkpoint)
         if objective is None:
             if model is None or data is None:
                 raise ValueError("pass model and data (and loss_fn), or objective=Objective(...)")
@@ -165,22 +231,36 @@ class Landscape:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         refuse_sharded_data(objective)  # before any Hessian work
+        given = None
+        if isinstance(directions, str):
+            check_direction_count(k, objective, {"hessian": "Hessian"}.get(directions,
+                                                                          directions))
+        else:
+            given = cls._given_directions(objective, directions, dims)
+            k = given.k
+        n_points = _check_grid_request(steps, extent, k, memory_budget)
         sharded = dist_utils.use_distributed(distributed)
-        if sharded:  # one rank's failure stops every rank before the broadcast
+        if checkpoint is not None:  # rank 0 reads it alone, so that all ranks agree
+            check = lambda: check_checkpoint(checkpoint, objective, n_points)  # noqa: E731
+            dist_utils.on_rank0(check) if sharded else check()
+        if given is not None:
+            dirs = given
+        elif sharded:  # one rank's failure stops every rank before the broadcast
             error = None
             try:
-                dirs = cls._resolve_directions(objective, directions, dims, which, seed)
+                dirs = cls._computed_directions(objective, directions, k, which, seed)
             except Exception as err:  # noqa: BLE001 - re-raised on every rank
                 error = err
             dist_utils.raise_together(error)
-            dirs = _broadcast_directions(dirs)
         else:
-            dirs = cls._resolve_directions(objective, directions, dims, which, seed)
+            dirs = cls._computed_directions(objective, directions, k, which, seed)
+        if sharded:
+            dirs = _broadcast_directions(dirs)
         timings["directions_s"] = time.perf_counter() - start
         vectors = dirs.vectors
         norms = vectors.norm(dim=1).tolist()
         theta_norm = float(objective.theta0.norm())
-        axes = grid_axes(steps, extent, dirs.k, unit=extent_unit, theta0_norm=theta_norm,
+        axes = grid_axes(steps, extent, dirs.k, unit=unit, theta0_norm=theta_norm,
                          direction_norms=norms)
         start = time.perf_counter()
         loss = sample_grid(objective, vectors, axes, chunk_size=chunk_size,
@@ -193,9 +273,11 @@ class Landscape:
             "library_version": _library_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "directions": dirs.describe(),
-            "extent": extent if np.isscalar(extent) else list(extent),
-            "extent_unit": ExtentUnit(extent_unit).value,
+            "extent": _jsonable_extent(extent),
+            "extent_unit": unit.value,
+            "extent_ranges": [list(r) for r in extent_ranges(extent, dirs.k)],
             "theta0_norm": theta_norm,
+            "theta0": _theta0_record(objective, loss, axes),
             "objective": objective.describe(),
             "description": description,
             "timings": timings,
@@ -208,19 +290,16 @@ class Landscape:
         return cls(loss, axes, metadata, vectors if store_directions else None)
 
     @staticmethod
-    def _resolve_directions(objective: Objective, directions: Any, dims: int | None,
-                            which: str, seed: int) -> Directions:
-        if isinstance(directions, str):
-            k = 2 if dims is None else dims
-            if directions == "hessian":
-                return hessian_directions(objective, k, which, seed=seed)
-            if directions == "random":
-                return random_directions(objective, k, seed=seed)
-            raise ValueError(f"unknown directions {directions!r}: use 'hessian', 'random', a "
-                             "Directions object or a (k, P) array")
+    def _computed_directions(objective: Objective, directions: str, k: int, which: str,
+                             seed: int) -> Directions:
+        if directions == "hessian":
+            return hessian_directions(objective, k, which, seed=seed)
+        return random_directions(objective, k, seed=seed)
+
+    @staticmethod
+    def _given_directions(objective: Objective, directions: Any, dims: int | None
+                          ) -> Directions:
         dirs = user_directions(objective, directions)
-        if dims is not None and dims < 1:
-            raise ValueError(f"dims must be >= 1, got {dims}")
         if dims is not None:
             if dims > dirs.k:
                 raise ValueError(f"dims={dims} but only {dirs.k} directions were given; pass "
@@ -247,6 +326,22 @@ class Landscape:
         """Hessian eigenvalues of the directions, when they are Hessian directions."""
         values = self.metadata.get("directions", {}).get("eigenvalues")
         return None if values is None else np.asarray(values, dtype=np.float64)
+
+    @property
+    def theta0_index(self) -> tuple[int, ...] | None:
+        """Grid index of θ₀ (all coordinates 0), or None when the grid does not contain it
+        (an even number of steps, or a range that excludes 0)."""
+        return origin_index(self.axes)
+
+    @property
+    def loss_at_theta0(self) -> float | None:
+        """The loss of the trained parameters: recorded by `compute` (evaluated at θ₀ when the
+        grid misses it), else read at `theta0_index`; None when unknown."""
+        recorded = self.metadata.get("theta0")
+        if isinstance(recorded, dict) and recorded.get("loss") is not None:
+            return float(recorded["loss"])
+        index = self.theta0_index
+        return None if index is None else float(self.loss[index])
 
     def coords(self) -> np.ndarray:
         """(N, k) coordinates in the order of ``loss.ravel()``."""
@@ -288,19 +383,20 @@ class Landscape:
     def slice(self, dims: tuple[int, int] = (0, 1), at: dict[int, int] | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A 2-D slice ``(x, y, values[x, y])`` through axes ``dims``; other axes fixed at the
-        indices in ``at`` (default: their centre)."""
+        indices in ``at`` (default: θ₀'s index, or the one nearest θ₀)."""
         if self.ndim < 2:
             raise ValueError("a 1-D landscape has no 2-D slice")
         d0, d1 = dims
         if d0 == d1 or not (0 <= d0 < self.ndim and 0 <= d1 < self.ndim):
             raise ValueError(f"dims must name two different axes among 0..{self.ndim - 1}")
         at = dict(at or {})
+        nearest = nearest_origin_index(self.axes)
         index: list[Any] = []
         for i in range(self.ndim):
             if i in (d0, d1):
                 index.append(slice(None))
             else:
-                index.append(at.get(i, len(self.axes[i]) // 2))
+                index.append(at.get(i, nearest[i]))
         values = self.loss[tuple(index)]
         if d0 > d1:
             values = values.T

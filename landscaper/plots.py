@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.figure import Figure
 
+from .sampling import nearest_origin_index
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -90,7 +92,7 @@ def plot_contour(
 
     Args:
         dims: the two axes to show; the others are fixed at the indices in ``at``
-            (default: the centre index).
+            (default: θ₀'s index, or the one nearest θ₀).
         log: logarithmic colour scale, for losses spanning orders of magnitude.
     """
     x, y, values = landscape.slice(dims, at)
@@ -106,8 +108,8 @@ def plot_contour(
     ax.set_xlabel(_axis_label(landscape, dims[0]))
     ax.set_ylabel(_axis_label(landscape, dims[1]))
     if landscape.ndim > 2:
-        fixed = {i: (at or {}).get(i, len(landscape.axes[i]) // 2) for i in range(landscape.ndim)
-                 if i not in dims}
+        nearest = nearest_origin_index(landscape.axes)
+        fixed = {i: (at or {}).get(i, nearest[i]) for i in range(landscape.ndim) if i not in dims}
         ax.set_title("slice at " + ", ".join(f"a{i}={landscape.axes[i][j]:.3g}"
                                              for i, j in fixed.items()), fontsize="small")
     return ax

@@ -150,7 +150,8 @@ def landscape_metrics(land: Landscape) -> dict[str, Any]:
         "extent_unit": land.metadata.get("extent_unit"),
         "loss_min": float(finite.min()) if finite.size else None,
         "loss_max": float(finite.max()) if finite.size else None,
-        "loss_at_center": float(land.loss[tuple(len(a) // 2 for a in land.axes)]),
+        "loss_at_theta0": land.loss_at_theta0,
+        "theta0_on_grid": land.theta0_index is not None,
         "nonfinite": land.metadata.get("nonfinite"),
         "minima": int(tree.n_minima),
         "smad": land.smad(),
@@ -167,13 +168,16 @@ def add_landscape(report: Report, land: Landscape) -> None:
     """Landscape metrics and figures (slice, surface, merge tree, profile, persistence)."""
     report.metrics["landscape"] = landscape_metrics(land)
     log = bool(np.nanmin(land.loss) > 0)
+    where = _theta0_sentence(land)
     if land.ndim == 1:
         report.add_figure(land.plot(log=log), "landscape", "Loss along the direction",
-                          "The loss at θ₀ + a·d; the centre (a = 0) is the trained model.")
+                          f"The loss at θ₀ + a·d, where a = 0 is the trained model; {where}")
     else:
+        others = ("" if land.ndim == 2 else
+                  " (the other axes at θ₀'s index, or the grid point nearest θ₀)")
         report.add_figure(land.plot(log=log), "landscape", "Loss on a 2-D slice",
-                          "Filled contours of the loss through the first two directions (other "
-                          "axes at their centre); + marks the trained parameters.")
+                          "Filled contours of the loss through the first two directions"
+                          f"{others}; + marks the trained parameters; {where}")
         report.add_figure(land.plot_surface(), "surface", "Loss surface",
                           "The same slice as a surface: steep walls mean high curvature.")
     report.add_figure(land.show_merge_tree(), "merge_tree", "Merge tree",
@@ -185,6 +189,18 @@ def add_landscape(report: Report, land: Landscape) -> None:
     report.add_figure(land.show_persistence(), "persistence", "Persistence diagram",
                       "Each point is a basin born at its minimum and dying at the saddle where "
                       "it merges; points far above the diagonal are deep, separate basins.")
+
+
+def _theta0_sentence(land: Landscape) -> str:
+    """Whether the grid contains the trained model, for the captions."""
+    loss = land.loss_at_theta0
+    value = "" if loss is None else f" (loss {loss:.6g})"
+    if land.theta0_index is not None:
+        return f"the grid contains it{value}."
+    if loss is None:
+        return "the grid does not contain it, and its loss is unknown."
+    return ("the grid does not contain it (an even number of steps, or a range excluding 0); "
+            f"its loss{value} was evaluated at θ₀ itself.")
 
 
 def add_spectrum(report: Report, spectrum: Spectrum) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist_utils
-from ._utils import format_bytes, parse_bytes, progress_bar
+from ._utils import check_count, format_bytes, parse_bytes, progress_bar, to_numpy
 from .objective import Objective
 
 logger = logging.getLogger(__name__)
@@ -46,9 +46,110 @@ class ExtentUnit(str, Enum):
     RELATIVE = "relative"
 
 
+def parse_extent_unit(unit: str | ExtentUnit) -> ExtentUnit:
+    """The `ExtentUnit` named by ``unit``, or an error listing the valid names."""
+    try:
+        return ExtentUnit(unit)
+    except ValueError:
+        raise ValueError(f"extent_unit must be 'relative' or 'absolute', got {unit!r}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def axis_steps(steps: int | Sequence[int], dims: int) -> list[int]:
+    """Points per axis: one count for every axis, or one per axis (each ≥ 1)."""
+    if _is_number(steps):
+        return [check_count("steps", steps)] * dims
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+        raise TypeError(f"steps must be an integer or one integer per axis, got {steps!r}")
+    if len(steps) != dims:
+        raise ValueError(f"got {len(steps)} step counts for a {dims}-dimensional grid; give one "
+                         "value, or one per direction")
+    return [check_count("steps", s) for s in steps]
+
+
+def extent_ranges(extent: float | Sequence[Any], dims: int) -> list[tuple[float, float]]:
+    """Each axis' ``(low, high)`` from the three unambiguous forms of ``extent``.
+
+    - one number ``e > 0``: every axis runs over [−e, e];
+    - one entry per axis, each a number (that axis' half-width) or a pair ``(low, high)``,
+      e.g. ``[0.1, 0.3]`` for a 2-D grid or ``[(-0.5, 1.0)] * 3`` for a 3-D one.
+
+    A sequence of the wrong length is refused (two numbers never mean a shared range).
+    """
+    if _is_number(extent):
+        entries: list[Any] = [extent] * dims
+    elif isinstance(extent, (str, bytes)) or not isinstance(extent, (Sequence, np.ndarray)):
+        raise TypeError(f"extent must be a number or one entry per axis, got {extent!r}")
+    else:
+        entries = list(extent)
+        if len(entries) != dims:
+            example = f"[{tuple(entries)!r}] * {dims}" if len(entries) == 2 else "0.5"
+            raise ValueError(
+                f"extent={extent!r} has {len(entries)} entries for a {dims}-dimensional grid; "
+                f"give one half-width (e.g. extent=0.5) or exactly {dims} entries, each a "
+                f"half-width or a (low, high) pair (for this range on every axis: "
+                f"extent={example})")
+    ranges = []
+    for i, entry in enumerate(entries):
+        if _is_number(entry):
+            half = float(entry)
+            if not (np.isfinite(half) and half > 0):
+                raise ValueError(f"axis {i}: a half-width must be positive and finite, got "
+                                 f"{entry!r}; pass e.g. extent=0.5")
+            ranges.append((-half, half))
+            continue
+        if not (isinstance(entry, (Sequence, np.ndarray)) and len(entry) == 2
+                and all(_is_number(v) for v in entry)):
+            raise ValueError(f"axis {i}: an extent entry is a half-width or a (low, high) pair "
+                             f"of numbers, got {entry!r}")
+        low, high = map(float, entry)
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ValueError(f"axis {i}: a range (low, high) needs finite low < high, got "
+                             f"{entry!r}; pass e.g. (-0.5, 1.0)")
+        ranges.append((low, high))
+    return ranges
+
+
+def check_grid_size(steps: Sequence[int], memory_budget: int | str) -> int:
+    """The number of grid points, refused by arithmetic when the loss array alone would not fit
+    the memory budget (before anything proportional to the grid is allocated)."""
+    n_points = math.prod(steps)
+    budget = parse_bytes(memory_budget)
+    if n_points * 8 > budget:
+        shape = (f"{steps[0]}^{len(steps)}" if len(set(steps)) == 1 and len(steps) > 1
+                 else " x ".join(map(str, steps)))
+        raise MemoryError(f"a grid of {shape} = {n_points:.3g} points needs "
+                          f"{format_bytes(n_points * 8)} for its loss array alone, more than the "
+                          f"memory budget {format_bytes(budget)}; use fewer steps or dims, or "
+                          "raise memory_budget")
+    return n_points
+
+
+def _axis(low: float, high: float, n_steps: int) -> np.ndarray:
+    """``n_steps`` points from low to high; a symmetric axis holds exactly 0 at its centre when
+    ``n_steps`` is odd (and is exactly [0] for one step), and 0 is snapped to when on the grid."""
+    if n_steps == 1:
+        if low != -high:
+            raise ValueError(f"a (low, high) = ({low:g}, {high:g}) axis needs steps >= 2; one "
+                             "step is the point θ₀ itself, written as a half-width")
+        return np.zeros(1)
+    if low == -high:
+        middle = (n_steps - 1) / 2
+        return high * ((np.arange(n_steps) - middle) / middle)
+    axis = np.linspace(low, high, n_steps)
+    nearest = int(np.argmin(np.abs(axis)))
+    if abs(axis[nearest]) <= 1e-12 * (high - low):
+        axis[nearest] = 0.0
+    return axis
+
+
 def grid_axes(
     steps: int | Sequence[int],
-    extent: float | Sequence[float] | Sequence[tuple[float, float]],
+    extent: float | Sequence[Any],
     dims: int,
     *,
     unit: str | ExtentUnit = "absolute",
@@ -57,36 +158,40 @@ def grid_axes(
 ) -> list[np.ndarray]:
     """The coordinate axes of a ``dims``-dimensional grid (multipliers of each direction).
 
-    ``steps`` and ``extent`` may be one value for every axis or one per axis; an extent is a
-    half-width ``e`` (the axis runs over [−e, e]) or a pair ``(low, high)``.
+    ``steps`` is one count for every axis or one per axis; ``extent`` is one half-width or one
+    entry per axis (see `extent_ranges`). A symmetric axis with an odd number of steps holds
+    exactly 0, i.e. θ₀ itself, at its centre; ``steps=1`` is θ₀ alone.
     """
-    unit = ExtentUnit(unit)
-    steps_list = [int(steps)] * dims if np.isscalar(steps) else [int(s) for s in steps]
-    if isinstance(extent, (int, float, np.floating, np.integer)):
-        extents: list[Any] = [float(extent)] * dims
-    else:
-        extents = list(extent)
-        if len(extents) == 2 and dims != 2 and all(np.isscalar(e) for e in extents):
-            extents = [tuple(extents)] * dims
-    if len(steps_list) != dims or len(extents) != dims:
-        raise ValueError(f"got {len(steps_list)} step counts and {len(extents)} extents for a "
-                         f"{dims}-dimensional grid; give one value or one per direction")
-    if any(s < 1 for s in steps_list):
-        raise ValueError(f"steps must be >= 1 on every axis, got {steps_list}")
+    dims = check_count("dims", dims)
+    unit = parse_extent_unit(unit)
+    steps_list = axis_steps(steps, dims)
+    ranges = extent_ranges(extent, dims)
     norms = [1.0] * dims if direction_norms is None else list(direction_norms)
     if unit is ExtentUnit.RELATIVE and not np.isfinite(theta0_norm):
         raise ValueError(f"a relative extent scales with the parameter norm, which is "
                          f"{theta0_norm} (the model's weights hold NaN/inf); pass "
                          "extent_unit=\"absolute\" with extents in direction units")
     axes = []
-    for i, (n_steps, ext) in enumerate(zip(steps_list, extents, strict=True)):
-        low, high = (-float(ext), float(ext)) if np.isscalar(ext) else map(float, ext)
-        if not (np.isfinite(low) and np.isfinite(high)) or high <= low and n_steps > 1:
-            raise ValueError(f"axis {i}: the extent must be finite and positive, got {ext!r}; "
-                             "pass e.g. extent=0.5 or extent=(-0.5, 1.0)")
-        scale = theta0_norm / norms[i] if unit is ExtentUnit.RELATIVE else 1.0
-        axes.append(np.linspace(low, high, n_steps) * scale)
+    for n_steps, (low, high), norm in zip(steps_list, ranges, norms, strict=True):
+        scale = theta0_norm / norm if unit is ExtentUnit.RELATIVE else 1.0
+        axes.append(_axis(low, high, n_steps) * scale)
     return axes
+
+
+def origin_index(axes: Sequence[np.ndarray]) -> tuple[int, ...] | None:
+    """The grid index of θ₀ (every coordinate exactly 0), or None when the grid misses it."""
+    index = []
+    for axis in axes:
+        zeros = np.flatnonzero(np.asarray(axis) == 0)
+        if zeros.size == 0:
+            return None
+        index.append(int(zeros[0]))
+    return tuple(index)
+
+
+def nearest_origin_index(axes: Sequence[np.ndarray]) -> tuple[int, ...]:
+    """The grid index closest to θ₀ on every axis (θ₀'s own index when it is on the grid)."""
+    return tuple(int(np.argmin(np.abs(np.asarray(axis)))) for axis in axes)
 
 
 def grid_coordinates(axes: Sequence[np.ndarray], start: int = 0, stop: int | None = None
@@ -178,7 +283,7 @@ def _digest(*arrays: Any) -> str:
     h = hashlib.sha256()
     for item in arrays:
         if isinstance(item, torch.Tensor):
-            item = item.detach().cpu().contiguous().numpy()
+            item = to_numpy(item, exact_bits=True)
         if isinstance(item, np.ndarray):
             h.update(str((item.dtype, item.shape)).encode())
             h.update(np.ascontiguousarray(item).tobytes())
@@ -215,6 +320,44 @@ def _appears(path: Path, seconds: float) -> bool:
     return True
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint folder belongs to another grid, model, data set or direction set."""
+
+
+def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder as a Path; refused when it names an existing file."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointMismatchError(f"checkpoint {folder} is a file, not a folder; pass a "
+                                      "folder path (it is created when missing)")
+    return folder
+
+
+def check_checkpoint(path: str | os.PathLike[str], objective: Objective, n_points: int) -> None:
+    """Refuse, before any expensive work, a checkpoint that cannot belong to this grid.
+
+    Checks what is known before the directions are: that ``path`` is a folder (or absent), and
+    that an existing checkpoint has this number of points and was written for the same θ₀,
+    data and model. The full fingerprint (directions and axes too) is checked when the grid
+    opens it.
+    """
+    folder = check_checkpoint_path(path)
+    meta_file = folder / "meta.json"
+    if not meta_file.is_file():
+        return
+    try:
+        stored = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointMismatchError(f"{meta_file} is not a landscaper checkpoint (unreadable "
+                                      "JSON); delete the folder or choose another checkpoint "
+                                      "path") from err
+    mine = objective_fingerprint(objective)
+    if stored.get("n_points") != n_points or stored.get("objective", mine) != mine:
+        raise CheckpointMismatchError(
+            f"the checkpoint in {folder} was written for a different grid, model, data or "
+            "direction set; delete it or choose another checkpoint path")
+
+
 class GridCheckpoint:
     """A folder of finished chunks: ``meta.json`` plus one ``.npy`` per chunk, written atomically.
 
@@ -233,7 +376,8 @@ class GridCheckpoint:
     """
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: str, chunk_size: int,
-                 points_per_chunk: int, n_points: int, *, create: bool = True) -> None:
+                 points_per_chunk: int, n_points: int, *, create: bool = True,
+                 objective: str | None = None) -> None:
         self.path = Path(path)
         meta_file = self.path / "meta.json"
         if not create and not _appears(meta_file, META_WAIT_S):
@@ -244,15 +388,16 @@ class GridCheckpoint:
         self.path.mkdir(parents=True, exist_ok=True)
         meta = {"version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
                 "chunk_size": chunk_size, "points_per_chunk": points_per_chunk,
-                "n_points": n_points}
+                "n_points": n_points, **({"objective": objective} if objective else {})}
         if meta_file.exists():
             try:
                 stored = json.loads(meta_file.read_text())
             except json.JSONDecodeError as err:
-                raise ValueError(f"{meta_file} is not a landscaper checkpoint (unreadable JSON); "
-                                 "delete the folder or choose another checkpoint path") from err
+                raise CheckpointMismatchError(
+                    f"{meta_file} is not a landscaper checkpoint (unreadable JSON); delete the "
+                    "folder or choose another checkpoint path") from err
             if stored.get("fingerprint") != fingerprint or stored.get("n_points") != n_points:
-                raise ValueError(
+                raise CheckpointMismatchError(
                     f"the checkpoint in {self.path} was written for a different grid, model, data "
                     "or direction set; delete it or choose another checkpoint path")
             if (stored.get("chunk_size"), stored.get("points_per_chunk")) != (
@@ -298,13 +443,23 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     os.replace(handle.name, path)
 
 
+def _describe_for_digest(objective: Objective) -> dict[str, Any]:
+    describe = objective.describe()
+    describe["device"] = objective.device.type  # cuda:0 and cuda:1 agree
+    return describe
+
+
+def objective_fingerprint(objective: Objective) -> str:
+    """Digest of θ₀, the data and the model description: what a checkpoint can be checked
+    against before any direction exists."""
+    return _digest(objective.theta0, _describe_for_digest(objective), _data_digest(objective))
+
+
 def _fingerprint(objective: Objective, directions: torch.Tensor,
                  axes: Sequence[np.ndarray]) -> str:
-    """Digest of everything a grid depends on (the device by type: cuda:0 and cuda:1 agree)."""
-    describe = objective.describe()
-    describe["device"] = objective.device.type
-    return _digest(objective.theta0, directions, *[np.asarray(a) for a in axes], describe,
-                   _data_digest(objective))
+    """Digest of everything a grid depends on."""
+    return _digest(objective.theta0, directions, *[np.asarray(a) for a in axes],
+                   _describe_for_digest(objective), _data_digest(objective))
 
 
 def _evaluate_chunk(objective: Objective, directions: torch.Tensor, axes_t: list[torch.Tensor],
@@ -429,7 +584,8 @@ def sample_grid(
                     format_bytes(points * objective.bytes_per_point()), estimate.seconds / world)
         if checkpoint is None:
             return estimate.chunk_size, points, None
-        store = GridCheckpoint(checkpoint, fingerprint, estimate.chunk_size, points, n_points)
+        store = GridCheckpoint(checkpoint, fingerprint, estimate.chunk_size, points, n_points,
+                               objective=objective_fingerprint(objective))
         return store.chunk_size, store.points_per_chunk, store
 
     if not sharded:

@@ -191,8 +191,8 @@ P = 26  # parameters of mlp()
         (torch.eye(P)[:2], 3, r"dims=3 but only 2 directions.*dims<=2"),
         ("hessian", P + 1, rf"k={P + 1} Hessian directions.*dims \(k\) <= {P}"),
         ("random", P + 1, rf"k={P + 1} random directions.*dims \(k\) <= {P}"),
-        ("hessian", 0, "k=0 Hessian"),
-        ("random", 0, "k=0 random"),
+        ("hessian", 0, "dims must be at least 1, got 0"),
+        ("random", 0, "dims must be at least 1, got 0"),
     ],
     ids=["zero", "nan", "wrong-P", "1-D", "3-D", "3-D-same-size", "empty", "ragged",
          "Directions-zero", "Directions-wrong-P", "2-for-3-dims", "hessian-k>P", "random-k>P",
@@ -583,9 +583,18 @@ def test_theta_of_the_wrong_shape_or_dtype():
     ids=["per-sample", "python-float", "integer"],
 )
 def test_loss_that_is_not_a_real_scalar(loss_fn, error, message):
+    """Refused when the Objective is built (it evaluates θ₀), and at every later evaluation."""
     model = mlp()
     with intact(model):
-        obj = Objective(model, data(), loss_fn)
+        with pytest.raises(error, match=message):
+            Objective(model, data(), loss_fn)
+        late = {"on": False}  # a loss that turns bad only after construction
+
+        def turning(o, t):
+            return loss_fn(o, t) if late["on"] else F.cross_entropy(o, t)
+
+        obj = Objective(model, data(), turning)
+        late["on"] = True
         for call in (obj, obj.gradient, lambda: obj.batch(obj.theta0.expand(2, -1)),
                      lambda: top_eigenpairs(obj, k=1)):
             with pytest.raises(error, match=message):
@@ -624,14 +633,17 @@ def test_runtime_error_inside_vmap_is_retried_point_by_point_then_propagates(cap
     """A RuntimeError in a vmapped call reads as "vmap cannot batch this model": the chunk is
     evaluated point by point (logged); an error that persists then reaches the caller."""
     model = mlp()
-    calls = {"n": 0}
+    calls = {"n": None}  # fails from after construction on
 
     def loss(out, target):
+        if calls["n"] is None:
+            return F.cross_entropy(out, target)
         calls["n"] += 1
         raise RuntimeError("the loss always fails")
 
     with intact(model):
         obj = Objective(model, data(), loss)
+        calls["n"] = 0
         with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="always fails"):
             obj.batch(obj.theta0.expand(4, -1), chunk_size=4)
     assert calls["n"] == 2 and "vmap cannot batch" in caplog.text

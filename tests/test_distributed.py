@@ -349,7 +349,7 @@ def test_killed_rank_loses_one_chunk_and_any_rank_count_resumes(tmp_path, one_th
     shutil.copytree(tmp_path / "killed" / "ckpt", out / "ckpt")
     assert_ok(launch(resumed_ranks, 2, out), out)
     assert "different grid" in (out / "refused_0.txt").read_text()
-    assert "rank 0 failed: ValueError" in (out / "refused_1.txt").read_text()
+    assert "rank 0 failed: CheckpointMismatchError" in (out / "refused_1.txt").read_text()
     starts = [json.loads((out / f"evaluated_{rank}.json").read_text()) for rank in range(2)]
     assert starts == [[30], [50]]
     for rank in range(2):

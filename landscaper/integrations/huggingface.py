@@ -356,13 +356,12 @@ class _LandscapeCallbackImpl:
                                  seed=self.seed, **self.landscape_kwargs)
         land.metadata["huggingface"] = {**_model_info(model), "params": list(
             objective.param_names), "num_params": objective.num_params}
-        centre = tuple(n // 2 for n in land.shape)
         record = {
             "eigenvalues": [float(v) for v in eig.eigenvalues[: self.k]],
             "smad": float(land.smad()),
             "smad_normalized": float(land.smad(normalize=True)),
             "minima": int(len(land.minima())),
-            "loss": float(land.loss[centre]),
+            "loss": land.loss_at_theta0,
             "num_params": objective.num_params,
             "n_hvp": int(eig.n_hvp),
         }

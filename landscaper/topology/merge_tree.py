@@ -370,6 +370,24 @@ def _finite_range(flat: np.ndarray) -> tuple[float, float]:
     return (float(fin.min()), float(fin.max()))
 
 
+#: Fewer finite values than this leave no topology to describe.
+MIN_FINITE_VALUES = 2
+
+
+def _check_enough_finite(flat: np.ndarray) -> None:
+    """Refuse values with (almost) nothing finite: one basin and SMAD 0 would be made up."""
+    finite = int(np.count_nonzero(np.isfinite(flat)))
+    if finite >= MIN_FINITE_VALUES:
+        return
+    counts = {"NaN": int(np.isnan(flat).sum()), "+inf": int(np.isposinf(flat).sum()),
+              "-inf": int(np.isneginf(flat).sum())}
+    detail = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    raise ValueError(
+        f"only {finite} of {flat.size} values are finite ({detail}): minima, saddles, SMAD and "
+        "persistence of these values would be made up. The loss is not finite here: check "
+        "the model's weights and data, or sample a smaller extent around θ₀")
+
+
 def merge_tree(
     values: np.ndarray,
     *,
@@ -425,6 +443,7 @@ def merge_tree(
         shape = None
         connectivity = None
     n = flat.size
+    _check_enough_finite(flat)
     budget = None if memory_budget is None else parse_bytes(memory_budget)
     _check_budget(budget, n, 0, "")
     order, rank = total_order(flat, nonfinite=nonfinite, kind=kind)
