@@ -102,14 +102,15 @@ def extent_ranges(extent: float | Sequence[Any], dims: int) -> list[tuple[float,
                                  f"{entry!r}; pass e.g. extent=0.5")
             ranges.append((-half, half))
             continue
+        example = f"extent=[(-0.5, 1.0)] * {dims}"
         if not (isinstance(entry, (Sequence, np.ndarray)) and len(entry) == 2
                 and all(_is_number(v) for v in entry)):
             raise ValueError(f"axis {i}: an extent entry is a half-width or a (low, high) pair "
-                             f"of numbers, got {entry!r}")
+                             f"of numbers, got {entry!r}; e.g. {example}")
         low, high = map(float, entry)
         if not (np.isfinite(low) and np.isfinite(high) and low < high):
             raise ValueError(f"axis {i}: a range (low, high) needs finite low < high, got "
-                             f"{entry!r}; pass e.g. (-0.5, 1.0)")
+                             f"{entry!r}; e.g. {example}")
         ranges.append((low, high))
     return ranges
 

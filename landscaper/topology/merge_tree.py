@@ -370,14 +370,14 @@ def _finite_range(flat: np.ndarray) -> tuple[float, float]:
     return (float(fin.min()), float(fin.max()))
 
 
-#: Fewer finite values than this leave no topology to describe.
+#: Fewer finite values than this, among non-finite ones, leave no topology to describe.
 MIN_FINITE_VALUES = 2
 
 
 def _check_enough_finite(flat: np.ndarray) -> None:
     """Refuse values with (almost) nothing finite: one basin and SMAD 0 would be made up."""
     finite = int(np.count_nonzero(np.isfinite(flat)))
-    if finite >= MIN_FINITE_VALUES:
+    if finite >= MIN_FINITE_VALUES or finite == flat.size:  # one finite point is a landscape
         return
     counts = {"NaN": int(np.isnan(flat).sum()), "+inf": int(np.isposinf(flat).sum()),
               "-inf": int(np.isneginf(flat).sum())}
