@@ -187,6 +187,26 @@ def test_callback_measure_restores_modes_parameters_and_rng(tmp_path):
     assert not list(path.parent.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("grid_steps", [4, 5])
+def test_callback_records_the_loss_at_the_current_parameters(grid_steps):
+    """An even grid has no point at θ: the recorded loss is still the model's own, not a
+    neighbour's."""
+    model = tiny_bert().eval()
+    batch = tiny_batch()
+    callback = hf.LandscapeCallback(batch, steps=[0], params=SUBSET, grid_steps=grid_steps,
+                                    keep_landscapes=True)
+    record = callback.measure(model, step=0)
+    with torch.no_grad():
+        own = float(model(**batch).loss)
+    assert record["loss"] == pytest.approx(own, rel=1e-5)
+    land = callback.landscapes[0]
+    if grid_steps % 2:
+        assert land.loss[land.theta0_index] == pytest.approx(own, rel=1e-5)
+    else:  # no grid point is θ, so none may stand in for it
+        assert land.theta0_index is None
+        assert not np.any(np.isclose(land.loss, own, rtol=1e-7, atol=0))
+
+
 def test_callback_schedule_and_arguments():
     callback = hf.LandscapeCallback(tiny_batch(), every=3, steps=[1])
     assert [s for s in range(10) if callback.should_measure(s)] == [1, 3, 6, 9]
