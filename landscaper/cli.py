@@ -18,17 +18,151 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import __version__
+
 logger = logging.getLogger("landscaper.cli")
+
+_DESCRIPTION = ("Loss-landscape analysis of PyTorch models: the Hessian spectrum, the loss on a "
+                "grid along its top eigenvectors, the topology of that grid and jump & retrain, "
+                "written as a self-contained HTML report.")
+_EPILOG = ("exit codes: 0 ok, 1 the analysis failed on good input, 2 bad arguments or input. "
+           "Errors are one line; --verbose adds the traceback.")
 
 
 class UsageError(Exception):
     """Bad arguments or inputs: exit code 2."""
+
+
+# ---------------------------------------------------------------------- one-line errors
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    """``text`` without ANSI escape codes, as one line: its first non-empty line, or, when that
+    line ends in a colon (as "Error(s) in loading state_dict for X:"), all of them joined."""
+    lines = [line.strip() for line in _ANSI.sub("", str(text)).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[0]
+    if line.endswith(":") and len(lines) > 1:
+        line = f"{line} {'; '.join(lines[1:])}"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+#: Library hints that name Python keyword arguments, in the CLI's options (applied in order).
+_CLI_HINTS: list[tuple[re.Pattern[str], str]] = [(re.compile(a), b) for a, b in [
+    (r'use method="arpack" with a small ncv, raise memory_budget, or lower max_iter',
+     "raise --memory-budget, or ask for fewer eigenvalues with a smaller -k"),
+    (r"pass 1 <= dims \(k\) <= (\d+), or select more parameters with params=\[\.\.\.\]",
+     r"pass --dims and -k of at most \1, or select more parameters with --params"),
+    (r"use fewer steps or dims, or raise memory_budget",
+     "use fewer --steps or --dims, or raise --memory-budget"),
+    (r"pass chunk_size<=\d+ or raise memory_budget", "raise --memory-budget"),
+    (r"raise memory_budget", "raise --memory-budget"),
+    (r"with params=\[\.\.\.\]", "with --params"),
+    (r"params=\[\.\.\.\]", "--params"),
+    (r'pass extent_unit="absolute" with extents in direction units',
+     "pass --extent-unit absolute with --extent in direction units"),
+    (r"Call model\.eval\(\) before building the Objective, or pass allow_train_mode=True to "
+     r"analyse the training-mode loss\.",
+     "The CLI has called model.eval() already, so the randomness is in the model's forward "
+     "itself: make it deterministic in eval mode."),
+    (r", or use batch_loss=\.\.\. for an unsupervised loss", ""),
+    (r"pass sample_count=lambda batch: \.\.\. \(or one count per batch\)",
+     "give every batch its targets (or labels)"),
+    (r"choose another checkpoint path", "choose another --checkpoint folder"),
+]]
+
+
+def _for_cli(text: str, args: argparse.Namespace) -> str:
+    """A library message as one line naming CLI options instead of keyword arguments."""
+    text = _one_line(text)
+    hf = bool(getattr(args, "hf", None))
+    if text.startswith("loss_fn is required for (inputs, targets) batches"):
+        if hf:
+            return ("--hf takes the loss from outputs.loss, so --data must return dict batches "
+                    "with labels (e.g. [{'input_ids': ..., 'attention_mask': ..., 'labels': "
+                    "...}]), not (inputs, targets) tuples")
+        return ("the --model factory returned loss_fn None (element 2) for (inputs, targets) "
+                "batches; return a loss function as element 2, e.g. "
+                "torch.nn.functional.cross_entropy")
+    if text.startswith("the model output has no .loss"):
+        if hf:
+            return ("--hf takes the loss from outputs.loss, but the model output has none: "
+                    "--data must return dict batches with labels")
+        return ("the model output has no .loss: include labels in the dict batches, or return a "
+                "loss function loss_fn(outputs, batch) as the factory's element 2")
+    if text.startswith("parameter pattern(s)"):
+        text = f"--params: {text}"
+    for pattern, replacement in _CLI_HINTS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """Turn the library's refusals of bad input into `UsageError` (exit 2); a mismatched
+    checkpoint is passed on as it is (main gives it exit 2 as well)."""
+    from .sampling import CheckpointMismatchError
+
+    try:
+        yield
+    except (UsageError, CheckpointMismatchError):
+        raise
+    except (ValueError, TypeError, MemoryError, ImportError) as err:
+        raise UsageError(str(err)) from err
+
+
+# ---------------------------------------------------------------------- --quiet
+@contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """With ``--quiet``: no warnings (python ``warnings``, any library's logging below ERROR,
+    transformers' and phate's included) and no tqdm progress bars, whoever creates them."""
+    if not quiet:
+        yield
+        return
+    env = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+           "TQDM_DISABLE": "1"}
+    saved_env = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    previous_disable = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    tqdm_class, saved_init = None, None
+    try:
+        import tqdm.std
+
+        tqdm_class, saved_init = tqdm.std.tqdm, tqdm.std.tqdm.__dict__["__init__"]
+        original = tqdm_class.__init__
+
+        def silent_init(self: Any, *a: Any, **kw: Any) -> None:
+            kw["disable"] = True
+            original(self, *a, **kw)
+
+        tqdm_class.__init__ = silent_init
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if tqdm_class is not None:
+            tqdm_class.__init__ = saved_init
+        logging.disable(previous_disable)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _stage(name: str, quiet: bool) -> Callable[[str], None]:
@@ -41,9 +175,63 @@ def _stage(name: str, quiet: bool) -> Callable[[str], None]:
     return done
 
 
+# ---------------------------------------------------------------------- checks of the request
+def _check_folder(option: str, path: str) -> None:
+    """Refuse a folder path that names an existing file or lies below one."""
+    folder = Path(path)
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = ("is a file, not a folder" if candidate == folder
+                        else f"lies inside {candidate}, which is a file")
+                raise UsageError(f"{option} {folder} {what}; pass a folder path (it is created "
+                                 "when missing)")
+            return
+
+
+def _check_device(spec: str, ranked: bool) -> None:
+    """Refuse a device torch does not know or this machine does not have."""
+    import torch
+
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"--device {spec!r} is not a torch device; use cpu, cuda, cuda:N or mps"
+                         f"{' (for a GPU: --device cuda)' if spec.lower() == 'gpu' else ''}"
+                         ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {spec}: CUDA is not available on this machine "
+                             "(torch.cuda.is_available() is False); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and not ranked and device.index >= count:
+            raise UsageError(f"--device {spec}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {spec}: MPS is not available on this machine; use --device "
+                         "cpu")
+
+
+def _check_request(args: argparse.Namespace, ranked: bool) -> None:
+    """Everything about an analysis that can be checked before a model exists."""
+    from .sampling import check_checkpoint_path, check_grid_size
+
+    _check_device(args.device, ranked)
+    _check_folder("--out", args.out)
+    if args.checkpoint is not None:
+        check_checkpoint_path(args.checkpoint)
+        _check_folder("--checkpoint", args.checkpoint)
+    with _input_errors():
+        check_grid_size([args.steps] * args.dims, args.memory_budget)
+
+
 def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
                  accuracy_fn: Any = None, train: dict[str, Any] | None = None) -> Path:
     """Spectrum, landscape, topology and (optionally) J&R, written as a report.
+
+    Bad input (data or a loss the model cannot take, ``--params`` that match nothing, a
+    mismatched ``--checkpoint``, a grid or evaluation the memory budget cannot hold, ``-k``
+    larger than θ) is refused before any Hessian work, as `UsageError` (exit 2).
 
     In a distributed run every rank computes the spectrum and its share of the grid; only rank
     0 goes on to topology and J&R and writes the report.
@@ -52,24 +240,57 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
 
     from . import Landscape, Objective, spectral_density, top_eigenpairs, trace
     from . import distributed as dist_utils
+    from ._utils import format_bytes
     from .report import Report, Spectrum, add_jump_retrain, add_landscape, add_spectrum
+    from .sampling import check_checkpoint
 
     out = Path(args.out)
     leader = dist_utils.rank() == 0
     quiet = args.quiet or not leader
     progress = not quiet
     # the CLI built this model itself; batches follow it
-    model = model.to(dist_utils.local_device(args.device))
-    objective = Objective(model, data, loss_fn, args.params or None)
+    try:
+        model = model.to(dist_utils.local_device(args.device))
+    except RuntimeError as err:
+        raise UsageError(f"--device {args.device}: cannot move the model there "
+                         f"({_one_line(str(err))})") from err
+    with _input_errors():
+        try:
+            objective = Objective(model, data, loss_fn, args.params or None,
+                                  memory_budget=args.memory_budget)
+        except RuntimeError as err:  # the model or the loss cannot take the data
+            raise UsageError(f"the loss at θ₀ cannot be computed on the data "
+                             f"({type(err).__name__}: {_one_line(str(err), 300)}); check that "
+                             "the data fit the model and the loss function") from err
+        p = objective.num_params
+        if args.dims > p:
+            raise UsageError(f"--dims {args.dims} exceeds the {p} parameters in θ; pass "
+                             f"--dims <= {p} or select more parameters with --params")
+        if args.k > p:
+            raise UsageError(f"-k {args.k} asks for more eigenvalues than the {p} parameters "
+                             f"in θ; pass -k <= {p} or select more parameters with --params")
+        n_points = args.steps ** args.dims
+        per_point = objective.bytes_per_point()  # one forward on the largest batch, no HVP
+        if per_point + 8 * n_points > args.memory_budget:
+            raise UsageError(f"one grid evaluation needs about {format_bytes(per_point)} (and "
+                             f"the loss array {format_bytes(8 * n_points)}) but --memory-budget "
+                             f"is {format_bytes(args.memory_budget)}; raise --memory-budget, "
+                             "give the factory smaller batches, or select fewer parameters "
+                             "with --params")
+        if args.checkpoint is not None:
+            check = lambda: check_checkpoint(args.checkpoint, objective, n_points)  # noqa: E731
+            dist_utils.on_rank0(check) if dist_utils.world_size() > 1 else check()
     report = Report(out)
     report.metrics["settings"] = {
         "dims": args.dims, "steps": args.steps, "extent": args.extent,
         "extent_unit": args.extent_unit, "params": args.params, "k": args.k,
+        "memory_budget": args.memory_budget,
         "num_params": objective.num_params, "num_samples": objective.num_samples,
         "device": str(objective.device),
     }
     done = _stage("Hessian spectrum", quiet)
-    eig = top_eigenpairs(objective, k=max(args.k, args.dims), seed=args.seed)
+    eig = top_eigenpairs(objective, k=max(args.k, args.dims), seed=args.seed,
+                         memory_budget=args.memory_budget)
     tr = trace(objective, n_probes=args.trace_probes, seed=args.seed)
     slq = spectral_density(objective, n_probes=args.slq_probes, n_steps=args.slq_steps,
                            seed=args.seed)
@@ -85,8 +306,8 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
     directions = eig.eigenvectors[: args.dims]
     land = Landscape.compute(objective=objective, directions=directions, steps=args.steps,
                              extent=args.extent, extent_unit=args.extent_unit,
-                             checkpoint=args.checkpoint, progress=progress,
-                             description={"model": type(model).__name__},
+                             checkpoint=args.checkpoint, memory_budget=args.memory_budget,
+                             progress=progress, description={"model": type(model).__name__},
                              distributed=None)  # every rank runs this: shard under torchrun
     land.metadata["directions"]["eigenvalues"] = eig.eigenvalues[: args.dims].tolist()
     land.metadata["directions"]["kind"] = "hessian"
@@ -167,7 +388,75 @@ def _call_factory(option: str, spec: str) -> Any:
     try:
         return factory()
     except Exception as err:
-        raise UsageError(f"{option}: {spec}() raised {type(err).__name__}: {err}") from err
+        raise UsageError(f"{option}: {spec}() raised {type(err).__name__}: "
+                         f"{_one_line(str(err), 300)}") from err
+
+
+def _kind(value: Any) -> str:
+    """What a value is, with its article: "a tuple", "an nn.Module (Sequential)"."""
+    if _is_module(value):
+        return f"an nn.Module ({type(value).__name__})"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _is_module(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.nn.Module)
+
+
+_ELEMENTS = ("the model (an nn.Module)", "the data", "the loss function (or None for dict "
+             "batches)", "the optimizer factory (parameters -> optimizer, e.g. lambda ps: "
+             "torch.optim.SGD(ps, lr=0.1))")
+
+
+def _unpack(made: Any, spec: str, data_given: bool) -> tuple[Any, Any, Any, Any]:
+    """The factory's (model, data, loss_fn[, optimizer_factory]), each element checked for
+    what it must be, so that a wrong order is named element by element."""
+    where = f"--model: {spec}()"
+    if not (isinstance(made, (tuple, list)) and len(made) in (3, 4)):
+        got = (f"a {len(made)}-tuple" if isinstance(made, (tuple, list))
+               else f"a {type(made).__name__}")
+        raise UsageError(f"{where} must return (model, data, loss_fn) or (model, data, loss_fn, "
+                         f"optimizer_factory), got {got}")
+    model, data, loss_fn = made[:3]
+    optimizer_factory = made[3] if len(made) == 4 else None
+    shown = f"({', '.join(type(v).__name__ for v in made)})"
+    if not _is_module(model):
+        modules = [i for i, v in enumerate(made) if _is_module(v) and any(
+            True for _ in v.parameters())]
+        hint = (f"; element {modules[0]} is the nn.Module: return (model, data, loss_fn) in that "
+                "order" if modules else "; wrap a function in an nn.Module whose parameters it "
+                "uses")
+        raise UsageError(f"{where} returned {shown}: element 0 should be {_ELEMENTS[0]} but is "
+                         f"{_kind(model)}{hint}")
+    if not data_given and _is_module(data):
+        raise UsageError(f"{where} returned {shown}: element 1 should be {_ELEMENTS[1]} but is "
+                         f"{_kind(data)}; return (model, data, loss_fn) in that order")
+    if loss_fn is not None and not callable(loss_fn):
+        raise UsageError(f"{where} returned {shown}: element 2 should be {_ELEMENTS[2]} but is "
+                         f"{_kind(loss_fn)}")
+    if optimizer_factory is not None and (not callable(optimizer_factory)
+                                          or _is_module(optimizer_factory)):
+        raise UsageError(f"{where} returned {shown}: element 3 should be {_ELEMENTS[3]} but is "
+                         f"{_kind(optimizer_factory)}")
+    return model, data, loss_fn, optimizer_factory
+
+
+def _check_data(data: Any, source: str, hf: bool) -> None:
+    """Refuse data forms whose mistake the CLI can name better than the library."""
+    import torch
+
+    forms = ("dict batches with labels (a dict or a list of dicts)" if hf
+             else "(inputs, targets), a list of such tuples, or dict batches")
+    if isinstance(data, torch.Tensor):
+        raise UsageError(f"{source} is a bare tensor; return {forms}")
+    if data is None:
+        raise UsageError(f"{source} is None; return {forms}")
+    if _is_module(data):
+        raise UsageError(f"{source} is an nn.Module ({type(data).__name__}), not data; return "
+                         f"{forms}")
 
 
 def _load_hf(directory: str) -> Any:
@@ -181,57 +470,106 @@ def _load_hf(directory: str) -> Any:
     try:
         import transformers
     except ImportError as err:
-        raise UsageError("--hf needs the transformers package: pip install transformers") from err
-    config = transformers.AutoConfig.from_pretrained(path)
-    name = (config.architectures or ["AutoModel"])[0]
-    model_class = getattr(transformers, name, transformers.AutoModel)
-    return model_class.from_pretrained(path, attn_implementation="eager")
+        raise UsageError('--hf needs the transformers package: pip install "landscaper[hf]"'
+                         ) from err
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+        name = (config.architectures or ["AutoModel"])[0]
+        model_class = getattr(transformers, name, transformers.AutoModel)
+        return model_class.from_pretrained(path, attn_implementation="eager")
+    except (OSError, ValueError, TypeError, KeyError, ImportError) as err:
+        raise UsageError(f"--hf: cannot load {path}: {type(err).__name__}: "
+                         f"{_one_line(str(err), 300)}") from err
+
+
+def _load_weights(model: Any, file: str) -> None:
+    """Load a state dict (or {"state_dict": ...}) with ``weights_only=True``."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise UsageError(f"--weights: no file {file}") from err
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        name = found.group(1) if found else None
+        what = ("a whole pickled model" if name and ".nn.modules." in name
+                else "pickled Python objects")
+        seen = f" ({name})" if name else ""
+        raise UsageError(f"--weights: {file} holds {what}{seen} rather than a state dict of "
+                         "tensors, and the CLI loads with weights_only=True; save "
+                         "model.state_dict() instead (torch.save(model.state_dict(), path)), or "
+                         "load the model inside the --model factory") from err
+    except Exception as err:
+        raise UsageError(f"--weights: cannot load {file} with weights_only=True "
+                         f"({type(err).__name__}: {_one_line(str(err), 300)})") from err
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise UsageError(f"--weights: {file} holds a {type(state).__name__}, not a state dict; "
+                         "save model.state_dict()")
+    try:
+        model.load_state_dict(state)
+    except Exception as err:
+        raise UsageError(f"--weights {file} do not fit the model: {_one_line(str(err), 600)}"
+                         ) from err
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    import torch
-
-    if args.hf:
+    hf = bool(args.hf)
+    if hf:
         if not args.data:
             raise UsageError("--hf needs --data path/to/file.py:make_batches returning dict "
                              "batches with labels (the loss is outputs.loss)")
-        made: Any = (_load_hf(args.hf), None, None)
+        model, data, loss_fn, optimizer_factory = _load_hf(args.hf), None, None, None
     else:
         made = _call_factory("--model", args.model)
-        if not (isinstance(made, (tuple, list)) and len(made) in (3, 4)):
-            raise UsageError(f"--model: {args.model}() must return (model, data, loss_fn) or "
-                             "(model, data, loss_fn, optimizer_factory)")
-    model, data, loss_fn = made[:3]
+        model, data, loss_fn, optimizer_factory = _unpack(made, args.model, bool(args.data))
     if args.data:
         data = _call_factory("--data", args.data)
+        _check_data(data, f"--data: {args.data}() returned data that", hf)
+    else:
+        _check_data(data, f"--model: {args.model}() returned data (element 1) that", hf)
     if args.weights:
-        try:
-            state = torch.load(args.weights, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise UsageError(f"--weights: cannot load {args.weights} with weights_only=True: "
-                             f"{err}") from err
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        try:
-            model.load_state_dict(state)
-        except Exception as err:
-            raise UsageError(f"--weights do not fit the model: {err}") from err
+        _load_weights(model, args.weights)
+    # the CLI owns the model its factory built: analyse it as it predicts
     model.eval()
-    train = {"optimizer_factory": made[3]} if len(made) == 4 and args.jr_seeds > 0 else None
+    logger.info("called model.eval() on the %s from %s (the CLI owns the model it built; "
+                "the Python API never does this)", type(model).__name__,
+                args.hf or args.model)
+    train = ({"optimizer_factory": optimizer_factory}
+             if optimizer_factory is not None and args.jr_seeds > 0 else None)
     out = run_analysis(model, data, loss_fn, args, train=train)
     if not args.quiet:
         print(f"report: {out / 'index.html'}")
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
+def _load_landscape(path: str) -> Any:
+    """A saved landscape with at least two finite losses (its topology is undefined
+    otherwise); any other file is refused naming it."""
+    import numpy as np
+
     from .io import LandscapeFileError
     from .landscape import Landscape
-    from .report import report_for_landscape
 
     try:
-        land = Landscape.load(args.landscape)
+        land = Landscape.load(path)
     except (FileNotFoundError, LandscapeFileError) as err:
         raise UsageError(str(err)) from err
+    finite = int(np.isfinite(land.loss).sum())
+    if finite < 2:
+        raise UsageError(f"{path}: only {finite} of {land.loss.size} loss values are finite, so "
+                         "its minima, SMAD and persistence are undefined; recompute it (check "
+                         "the model's weights and data, or sample a smaller --extent)")
+    return land
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import report_for_landscape
+
+    land = _load_landscape(args.landscape)
     out = report_for_landscape(land, args.out)
     if not args.quiet:
         print(f"report: {out / 'index.html'}")
@@ -239,15 +577,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .io import LandscapeFileError
-    from .landscape import Landscape
     from .report import landscape_metrics
     from .topology import bottleneck_distance
 
-    try:
-        lands = [Landscape.load(p) for p in (args.a, args.b)]
-    except (FileNotFoundError, LandscapeFileError) as err:
-        raise UsageError(str(err)) from err
+    lands = [_load_landscape(p) for p in (args.a, args.b)]
     rows = [landscape_metrics(land) for land in lands]
     keys = ["shape", "loss_min", "loss_max", "minima", "smad", "smad_normalized",
             "total_persistence_d0", "eigenvalues_of_axes"]
@@ -267,28 +600,68 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="landscaper-report", help="report folder")
-    parser.add_argument("--dims", type=int, default=3, help="landscape dimensions (default 3)")
-    parser.add_argument("--steps", type=int, default=None, help="points per axis")
-    parser.add_argument("--extent", type=float, default=0.05,
-                        help="half-width per axis (default 0.05)")
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default where it has one (not None/False noise)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or not action.option_strings or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, exit code 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _byte_size(text: str) -> int:
+    from ._utils import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a size; write e.g. 4GiB, "
+                                         "500MB or 2000000000 (bytes)") from None
+
+
+def _add_analysis_options(parser: argparse.ArgumentParser, command: str) -> None:
+    steps = "15, 7 with --quick" if command == "demo" else "21"
+    jr = {"seeds": "4, 2 with --quick", "epochs": "10, 3 with --quick",
+          "steps": "0.25 0.5 0.75 1.0; 0.5 1.0 with --quick"} if command == "demo" else {
+          "seeds": "4", "epochs": "10", "steps": "0.25 0.5 0.75 1.0"}
+    parser.add_argument("--out", default="landscaper-report", metavar="DIR",
+                        help="report folder, created when missing")
+    parser.add_argument("--dims", type=int, default=3, help="landscape dimensions, 1 to 5")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"points per axis (default: {steps})")
+    parser.add_argument("--extent", type=float, default=0.05, help="half-width per axis")
     parser.add_argument("--extent-unit", choices=["relative", "absolute"], default="relative",
-                        help="relative: fraction of ‖θ₀‖ (default); absolute: direction units")
+                        help="relative: fraction of ‖θ₀‖; absolute: direction units")
     parser.add_argument("--params", nargs="*", default=None,
-                        help="parameter names or shell patterns forming θ (default: all)")
-    parser.add_argument("-k", type=int, default=5, help="top Hessian eigenvalues (default 5)")
-    parser.add_argument("--seed", type=int, default=0)
+                        help="parameter names or shell patterns forming θ (default: all "
+                             "trainable parameters)")
+    parser.add_argument("-k", type=int, default=5, help="top Hessian eigenvalues")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the Lanczos start vectors and trace/SLQ probes")
     parser.add_argument("--device", default="cpu",
-                        help="torch device, e.g. cpu or cuda:0 (under torchrun: cuda:LOCAL_RANK)")
-    parser.add_argument("--checkpoint", default=None, help="folder making the grid resumable")
-    parser.add_argument("--jr-seeds", type=int, default=None, help="J&R seeds (0: skip J&R)")
-    parser.add_argument("--jr-epochs", type=int, default=None, help="J&R retraining epochs")
+                        help="torch device, e.g. cpu, cuda or cuda:0 (under torchrun: "
+                             "cuda:LOCAL_RANK)")
+    parser.add_argument("--memory-budget", type=_byte_size, default="2GiB", metavar="SIZE",
+                        help="bytes the Lanczos basis and the batched grid evaluation may use, "
+                             "e.g. 4GiB or 500MB")
+    parser.add_argument("--checkpoint", default=None, metavar="DIR",
+                        help="folder making the grid resumable, created when missing")
+    parser.add_argument("--jr-seeds", type=int, default=None,
+                        help=f"J&R seeds, 0 skips J&R (default: {jr['seeds']})")
+    parser.add_argument("--jr-epochs", type=int, default=None,
+                        help=f"J&R retraining epochs (default: {jr['epochs']})")
     parser.add_argument("--jr-steps", type=float, nargs="+", default=None,
-                        help="J&R step sizes")
-    parser.add_argument("--jr-k", type=int, default=20, help="kNN graph neighbours")
-
-
+                        help=f"J&R step sizes (default: {jr['steps']})")
+    parser.add_argument("--jr-k", type=int, default=20, help="kNN graph neighbours of J&R")
 def _fill_defaults(args: argparse.Namespace) -> None:
     quick = getattr(args, "quick", False)
     full_steps = 15 if args.command == "demo" else 21  # the demo stays under 3 minutes
@@ -313,44 +686,50 @@ def _fill_defaults(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     verbosity = common.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="log every stage")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    parser = argparse.ArgumentParser(prog="landscaper", description=__doc__.splitlines()[0],
-                                     epilog="exit codes: 0 ok, 1 failure, 2 bad arguments")
-    sub = parser.add_subparsers(dest="command", required=True)
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="log every stage; errors come with their traceback")
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="print nothing but errors: no progress bars, no warnings (of "
+                                "landscaper or any other library)")
+    parser = _Parser(prog="landscaper", description=_DESCRIPTION, epilog=_EPILOG,
+                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"landscaper {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, parents=[common],
-                              epilog="exit codes: 0 ok, 1 failure, 2 bad arguments")
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common],
+                              epilog=_EPILOG, formatter_class=_HelpFormatter)
 
     demo = add("demo", "train a small digits CNN and write its full report")
     demo.add_argument("--quick", action="store_true", help="small settings (< 30 s)")
-    _add_analysis_options(demo)
+    _add_analysis_options(demo, "demo")
     demo.set_defaults(func=_demo)
-    analyze = add("analyze", "analyse your own model")
+    analyze = add("analyze", "analyse your own model (its factory's model is put in eval mode)")
     source = analyze.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model",
-                        help="path/to/file.py:factory returning (model, data, loss_fn[, "
-                             "optimizer_factory]); J&R runs when an optimizer factory is given")
+    source.add_argument("--model", metavar="FILE.py:FACTORY",
+                        help="a factory returning (model, data, loss_fn[, optimizer_factory]); "
+                             "J&R runs when an optimizer factory is given")
     source.add_argument("--hf", metavar="DIR",
                         help="a local HuggingFace model directory (loaded offline, eager "
                              "attention); needs --data")
-    analyze.add_argument("--data", default=None,
-                         help="path/to/file.py:factory returning the data (for --hf: dict "
-                              "batches with labels; with --model it replaces the factory's)")
-    analyze.add_argument("--weights", default=None,
-                         help="a state_dict/checkpoint (loaded with weights_only=True)")
-    _add_analysis_options(analyze)
+    analyze.add_argument("--data", default=None, metavar="FILE.py:FACTORY",
+                         help="a factory returning the data (for --hf: dict batches with "
+                              "labels; with --model it replaces the factory's data)")
+    analyze.add_argument("--weights", default=None, metavar="FILE.pt",
+                         help="a state dict, or {'state_dict': ...}, loaded with "
+                              "weights_only=True (not a whole pickled model)")
+    _add_analysis_options(analyze, "analyze")
     analyze.set_defaults(func=_analyze)
     report = add("report", "rebuild a report from a saved landscape")
     report.add_argument("landscape", help="a .npz written by Landscape.save")
-    report.add_argument("--out", default="landscaper-report")
+    report.add_argument("--out", default="landscaper-report", metavar="DIR",
+                        help="report folder, created when missing")
     report.set_defaults(func=_report)
     compare = add("compare", "two saved landscapes side by side")
-    compare.add_argument("a")
-    compare.add_argument("b")
+    compare.add_argument("a", help="a .npz written by Landscape.save")
+    compare.add_argument("b", help="another one")
     compare.add_argument("--json", action="store_true", help="print JSON")
     compare.set_defaults(func=_compare)
     return parser
@@ -358,34 +737,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``landscaper`` console script."""
+    from .sampling import CheckpointMismatchError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     ranked = int(os.environ.get("WORLD_SIZE", "1")) > 1
     where = f" [rank {os.environ.get('RANK', '?')}]" if ranked else ""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format=f"%(asctime)s{where} %(name)s %(levelname)s %(message)s")
+    prefix = f"landscaper {args.command}"
     joined = False
     try:
-        if hasattr(args, "dims"):
-            _fill_defaults(args)
-            if ranked:  # launched by torchrun: shard the grid over the ranks
-                from .distributed import init_from_env, rank
+        with _silenced(args.quiet):
+            if hasattr(args, "dims"):
+                _fill_defaults(args)
+                _check_request(args, ranked)  # before a model is built or a group joined
+                if ranked:  # launched by torchrun: shard the grid over the ranks
+                    from .distributed import init_from_env, rank
 
-                joined = init_from_env(args.device)
-                args.quiet = args.quiet or rank() != 0
-        return args.func(args)
-    except UsageError as err:
+                    joined = init_from_env(args.device)
+                    args.quiet = args.quiet or rank() != 0
+            elif getattr(args, "out", None):
+                _check_folder("--out", args.out)
+            return args.func(args)
+    except (UsageError, CheckpointMismatchError) as err:
         if args.verbose:
             logger.exception("bad input")
-        print(f"landscaper {args.command}: error: {err}", file=sys.stderr)
+        message = _for_cli(str(err), args)
+        if isinstance(err, CheckpointMismatchError):
+            message = (f"--{message}" if message.startswith("checkpoint ")
+                       else f"--checkpoint: {message}")
+        print(f"{prefix}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"landscaper {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 1
     except Exception as err:  # a failed analysis: one line, the traceback with --verbose
         if args.verbose:
             logger.exception("failed")
-        print(f"landscaper {args.command}: failed: {type(err).__name__}: {err} "
+        print(f"{prefix}: failed: {type(err).__name__}: {_for_cli(str(err), args)} "
               "(rerun with --verbose for the traceback)", file=sys.stderr)
         return 1
     finally:

@@ -119,7 +119,7 @@ def test_weights_are_loaded_without_pickle(tmp_path, factory_file):
         (["analyze", "--model", "{factory}:broken"], 2, "cannot build"),
         (["analyze", "--model", "{factory}:make_model", "--extent", "0"], 2, "--extent"),
         (["analyze", "--model", "{factory}:make_model", "--dims", "5", "--steps", "2",
-          "--jr-seeds", "0", "-k", "60"], 1, "number of parameters"),
+          "--jr-seeds", "0", "-k", "60"], 2, "pass -k <= 51"),
     ],
 )
 def test_bad_invocations_exit_with_one_line(argv, code, message, factory_file, capsys,
