@@ -22,6 +22,7 @@ from torch.func import functional_call, vmap
 
 from ._utils import format_bytes, parse_bytes, progress_bar
 from .batches import (
+    Batch,
     SampleCount,
     all_tensors,
     floating_dtypes,
@@ -32,7 +33,6 @@ from .batches import (
 
 logger = logging.getLogger(__name__)
 
-Batch = Any
 #: ``batch_loss(call_model, batch) -> scalar`` for losses that are not ``loss_fn(model(x), y)``,
 #: e.g. a PINN residual that differentiates the network output with respect to its inputs.
 BatchLoss = Callable[[Callable[..., Any], Batch], torch.Tensor]
