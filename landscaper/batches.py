@@ -1,11 +1,12 @@
 """The data an `~landscaper.objective.Objective` accepts: batches, their sample counts, dtypes.
 
 A batch is a tuple ``(inputs..., targets)``, a dict (HuggingFace style) or whatever a
-``batch_loss`` reads. The loss over several batches is their mean weighted by the number of
-samples in each, so the count must be right: it is read from the targets (tuple batches) or
-the ``labels`` (dict batches), never from the first tensor, whose first dimension is the
-sequence length for sequence-first models. Where no rule applies and the tensors disagree,
-the caller says how to count (``sample_count=``) instead of landscaper guessing.
+``batch_loss`` reads. The loss over several batches is their mean weighted by the loss terms in
+each, so that it equals the loss of one batch holding all the data for mean-reduced losses;
+the count must be right: it is read from the targets (tuple batches) or the ``labels`` (dict
+batches), never from the first tensor, whose first dimension is the sequence length for
+sequence-first models. Where no rule applies and the tensors disagree, the caller says how to
+count (``sample_count=``) instead of landscaper guessing.
 """
 
 from __future__ import annotations
@@ -53,27 +54,52 @@ def _leading_sizes(batch: Batch) -> list[int]:
     return [int(t.shape[0]) for t in all_tensors(batch) if t.ndim >= 1]
 
 
+#: Integer targets equal to this are left out of mean-reduced losses (PyTorch, HuggingFace).
+IGNORE_INDEX = -100
+
+
+def _target_terms(targets: Any) -> int | None:
+    """Loss terms of one batch's targets: for one tensor of integer labels, its entries other
+    than `IGNORE_INDEX` (so token labels ``(B, T)`` with padding weigh what a mean-reduced loss
+    averages over), for one tensor of values its first dimension; the shared first dimension
+    of several target tensors (multi-task); None when they disagree (CTC targets, per-image
+    detection dicts)."""
+    tensors = [t for t in all_tensors(targets) if t.ndim >= 1]
+    if len(tensors) == 1:
+        t = tensors[0]
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            return int(t.shape[0])
+        return int((t != IGNORE_INDEX).sum())
+    sizes = {int(t.shape[0]) for t in tensors}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def count_samples(batch: Batch, *, supervised: bool = True) -> int | None:
-    """Samples in one batch by the documented rule, or None where the rule cannot tell.
+    """Loss terms in one batch by the documented rule, or None where the rule cannot tell.
 
-    - Tuple/list batches ``(inputs..., targets)`` with ``supervised``: the first dimension of
-      the targets (so inputs shaped ``(T, B, F)`` count ``B``).
-    - Dict batches: the first dimension of ``labels`` (else ``label``, else ``input_ids``).
+    - Tuple/list batches ``(inputs..., targets)`` with ``supervised``: integer labels count
+      their entries other than −100, value targets their first dimension (so inputs shaped
+      ``(T, B, F)`` with targets ``(B,)`` count ``B``, and padded token labels ``(B, T)``
+      count their real tokens); several target tensors count their shared first dimension.
+    - Dict batches: the same for ``labels`` (else ``label``); else the first dimension of
+      ``input_ids``.
     - Otherwise (``batch_loss`` batches, dicts without those keys): the first dimension that
-      every tensor shares; None when they disagree (e.g. collocation and boundary points).
+      every tensor shares.
 
-    A batch without any tensor of at least one dimension counts as one sample.
+    None when the tensors disagree (collocation and boundary points, CTC targets). A batch
+    without any tensor of at least one dimension counts as one.
     """
     if isinstance(batch, Mapping):
-        for key in SAMPLE_KEYS:
-            if key in batch:
-                size = _first_dim(all_tensors(batch[key]))
-                if size is not None:
-                    return size
+        for key in SAMPLE_KEYS[:2]:
+            if key in batch and all_tensors(batch[key]):
+                return _target_terms(batch[key])
+        if "input_ids" in batch:
+            size = _first_dim(all_tensors(batch["input_ids"]))
+            if size is not None:
+                return size
     elif supervised and isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        size = _first_dim(all_tensors(batch[-1]))
-        if size is not None:
-            return size
+        if any(t.ndim >= 1 for t in all_tensors(batch[-1])):
+            return _target_terms(batch[-1])
     sizes = set(_leading_sizes(batch))
     if not sizes:
         return 1
@@ -114,10 +140,15 @@ def sample_counts(batches: Sequence[Batch], sample_count: SampleCount | None, *,
         if unknown:
             i = unknown[0]
             raise ValueError(
-                f"cannot tell how many samples batch {i} holds: it has no targets or labels and "
-                f"its tensors disagree on the first dimension ({_describe_sizes(batches[i])}), "
-                "and the mean over several batches is weighted by their sample counts; pass "
-                "sample_count=lambda batch: ... (or one count per batch)")
+                f"cannot tell how many samples batch {i} holds: its targets (or, without "
+                f"targets, its tensors) disagree on the first dimension "
+                f"({_describe_sizes(batches[i])}), and the mean over several batches is "
+                "weighted by their sample counts; pass sample_count=lambda batch: ... (or one "
+                "count per batch)")
+        empty = [i for i, c in enumerate(counts) if c == 0]
+        if empty:
+            raise ValueError(f"batch {empty[0]} has no target entries to average (every label "
+                             f"is {IGNORE_INDEX}); drop it, or pass sample_count=...")
         return counts
     if callable(sample_count):
         counts = [sample_count(b) for b in batches]
@@ -170,6 +201,22 @@ def normalize_data(data: Any) -> list[Batch]:
         raise ValueError("data holds tensors on the meta device, which have no values; pass "
                          "real tensors (they are moved to the model's device)")
     return batches
+
+
+def check_consistent_dtypes(batches: Sequence[Batch]) -> None:
+    """Refuse batches that hold floating tensors of other dtypes than the first batch in the
+    same places: only one batch is evaluated when the Objective is built."""
+    first = [t.dtype for t in all_tensors(batches[0])]
+    for i, batch in enumerate(batches[1:], start=1):
+        dtypes = [t.dtype for t in all_tensors(batch)]
+        if len(dtypes) != len(first):
+            continue  # another structure (optional keys): nothing to compare position-wise
+        for j, (a, b) in enumerate(zip(first, dtypes, strict=True)):
+            if a != b and (a.is_floating_point or b.is_floating_point):
+                raise ValueError(f"batch {i} holds a {str(b).removeprefix('torch.')} tensor "
+                                 f"(tensor {j}) where batch 0 holds "
+                                 f"{str(a).removeprefix('torch.')}; give every batch the same "
+                                 "dtypes")
 
 
 def floating_dtypes(batches: Sequence[Batch]) -> set[torch.dtype]:

@@ -25,7 +25,9 @@ from .batches import (
     Batch,
     SampleCount,
     all_tensors,
+    check_consistent_dtypes,
     floating_dtypes,
+    map_tensors,
     normalize_data,
     prepare,
     sample_counts,
@@ -318,9 +320,16 @@ class Objective:
         selected_names = set(names)
         self._fixed_params = {n: self._computed(p.detach()) for n, p in model.named_parameters()
                               if n not in selected_names}
-        self._buffers = {n: self._computed(b) for n, b in model.named_buffers()}
+        # copies: a forward that updates buffers in place (counters, EMAs, observers,
+        # spectral norm's power iteration) must never reach the user's model
+        self._buffers = {n: self._computed(b).clone() for n, b in model.named_buffers()}
+        #: buffers that forward updates in place: every evaluation starts from the model's
+        self._reset_buffers: frozenset[str] = frozenset()
+        #: whether forward modifies its inputs in place (each evaluation gets copies then)
+        self._copy_inputs = False
         self.batches = [prepare(b, self.device, self.model_dtype, self.dtype)
                         for b in normalize_data(data)]
+        check_consistent_dtypes(self.batches)
         if loss_fn is None and batch_loss is None and not all(
             isinstance(b, Mapping) for b in self.batches
         ):
@@ -354,30 +363,33 @@ class Objective:
                 f"({', '.join(stochastic[:4])}{', ...' if len(stochastic) > 4 else ''})"))
 
     def _check_first_evaluation(self) -> None:
-        """Evaluate θ₀ twice on the smallest batch: refuse randomness, explain dtype errors.
+        """Evaluate θ₀ on the smallest batch: note in-place updates, refuse randomness, explain
+        dtype errors.
 
-        The random number generators are forked, so the caller's random stream is untouched.
+        The first evaluation runs on a copy of the batch and on the buffer copies: a forward
+        that modifies its inputs gets copies of the data at every evaluation from then on, and
+        buffers it updates are reset to the model's values at every evaluation, so each loss
+        is a function of θ alone and neither the data nor the model ever change. Then the loss
+        is evaluated once more: a random number drawn, or a different value, is refused. The
+        random number generators are forked, so the caller's random stream is untouched.
         """
         smallest = min(range(len(self.batches)), key=lambda i: sum(
             t.numel() for t in all_tensors(self.batches[i])))
         batch = self.batches[smallest]
+        probe = map_tensors(batch, torch.clone)
+        inputs = [t._version for t in all_tensors(probe)]
+        buffers = {n: b._version for n, b in self._buffers.items()}
         devices = [self.device] if self.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 before = _rng_states(self.device)
-                first = self.loss_on(self.theta0, batch)
+                first = self.loss_on(self.theta0, probe)
                 drew = any(not torch.equal(a, b) for a, b in
                            zip(before, _rng_states(self.device), strict=True))
+                self._note_in_place(probe, inputs, buffers)
                 second = self.loss_on(self.theta0, batch)
         except RuntimeError as err:
-            mismatch = sorted(map(_name, floating_dtypes([batch]) - {self.dtype}))
-            if mismatch:
-                raise ValueError(
-                    f"evaluating the loss at θ₀ failed ({str(err).splitlines()[0][:160]}): the "
-                    f"data hold {', '.join(mismatch)} tensors but the model computes in "
-                    f"{_name(self.dtype)}; convert the data (e.g. x.to(torch.{_name(self.dtype)}))"
-                    f" or the model (model.to(torch.{mismatch[0]}))") from err
-            raise
+            raise self._explain_failure(err, batch) from err
         if self.allow_train_mode:
             return
         if drew:
@@ -395,6 +407,41 @@ class Objective:
             raise ValueError(random_loss_message(
                 f"the loss at the same θ differs between two calls ({float(first):.17g} then "
                 f"{float(second):.17g})"))
+
+    def _note_in_place(self, probe: Batch, inputs: list[int], buffers: dict[str, int]) -> None:
+        """After the first evaluation: copy inputs / reset buffers that forward changed."""
+        if any(t._version != v for t, v in zip(all_tensors(probe), inputs, strict=True)):
+            self._copy_inputs = True
+            logger.info("the model's forward modifies its inputs in place: every evaluation "
+                        "gets copies of the data (yours are never changed)")
+        changed = frozenset(n for n, b in self._buffers.items() if b._version != buffers[n])
+        if changed:
+            self._reset_buffers = changed
+            originals = dict(self.model.named_buffers())
+            for name in changed:  # back to the model's values, for every evaluation
+                self._buffers[name] = self._computed(originals[name]).clone()
+            logger.info("the model's forward updates buffers in place (%s): every evaluation "
+                        "starts from the model's values, which are never changed",
+                        ", ".join(sorted(changed)[:4]))
+
+    def _explain_failure(self, err: RuntimeError, batch: Batch) -> Exception:
+        """The error to raise when the first evaluation fails: the cause named where it is a
+        dtype the Objective chose or the data bring, the original error otherwise."""
+        text = str(err).splitlines()[0][:160]
+        mismatch = sorted(map(_name, floating_dtypes([batch]) - {self.dtype}))
+        if mismatch:
+            return ValueError(
+                f"evaluating the loss at θ₀ failed ({text}): the data hold {', '.join(mismatch)}"
+                f" tensors but the model computes in {_name(self.dtype)}; convert the data (e.g. "
+                f"x.to(torch.{_name(self.dtype)})) or the model (model.to(torch.{mismatch[0]}))")
+        if self.dtype != self.model_dtype and "dtype" in text.lower():
+            return ValueError(
+                f"evaluating the loss at θ₀ in {_name(self.dtype)} copies of this "
+                f"{_name(self.model_dtype)} model failed ({text}): its forward converts to "
+                f"{_name(self.model_dtype)} itself. Pass compute_dtype=torch."
+                f"{_name(self.model_dtype)} to evaluate in its own precision (losses and grids; "
+                "Hessians need float32 or float64), or remove the hard-coded conversion")
+        return err
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -433,6 +480,9 @@ class Objective:
         buffers = self._buffers
         if self.allow_train_mode:  # batch norm updates its running stats in place: use copies
             buffers = {n: b.clone() for n, b in buffers.items()}
+        elif self._reset_buffers:
+            buffers = {n: b.clone() if n in self._reset_buffers else b
+                       for n, b in buffers.items()}
         return functional_call(self.model, (params, buffers), args, kwargs, strict=False)
 
     def loss_on(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -440,6 +490,9 @@ class Objective:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return self._call_model(theta, *args, **kwargs)
+
+        if self._copy_inputs:
+            batch = map_tensors(batch, torch.clone)
 
         if self.batch_loss_fn is not None:
             return _scalar_loss(self.batch_loss_fn(call, batch), "batch_loss")

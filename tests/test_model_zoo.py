@@ -343,8 +343,10 @@ def tied_lm_setup(params: list[str] | None) -> Callable[[], Setup]:
         gen = torch.Generator().manual_seed(1)
         tokens = torch.randint(0, 12, (8, 6), generator=gen)
         kwargs = {} if params is None else {"params": params}
-        return one_batch(TiedLM().eval(), tokens[:, :-1], tokens[:, 1:], token_cross_entropy,
-                         **kwargs)
+        setup = one_batch(TiedLM().eval(), tokens[:, :-1], tokens[:, 1:], token_cross_entropy,
+                          **kwargs)
+        setup.num_samples = tokens[:, 1:].numel()  # integer token labels count each token
+        return setup
 
     return build
 
