@@ -196,6 +196,13 @@ def _finish(vectors: torch.Tensor, objective: Objective, normalization: str, bia
     if orthogonalize:
         vectors = orthonormalize(vectors)
     vectors = normalize(vectors, objective.theta0, objective.layout, normalization, bias)
+    if Normalization(normalization) in (Normalization.FILTER, Normalization.LAYER,
+                                        Normalization.MODEL) and not bool(
+            torch.all(vectors.norm(dim=1) > 0)):
+        raise ValueError(f"{Normalization(normalization).value!r} normalisation scales each "
+                         "direction by the norms of θ₀, which are zero for the selected "
+                         "parameters (e.g. zero-initialised biases); use normalization='unit' "
+                         "(and extent_unit='absolute')")
     _check_nonzero(vectors)
     orthonormal = orthogonalize and Normalization(normalization) in (
         Normalization.UNIT, Normalization.NONE)

@@ -69,6 +69,12 @@ def _check_settings(settings: dict[str, Any]) -> None:
                         f"{settings['fill_triangles']!r}")
 
 
+def _class_targets(batches: Sequence[Any]) -> bool:
+    """Whether every batch ends in integer class labels (what argmax accuracy needs)."""
+    return all(isinstance(b, (tuple, list)) and len(b) >= 2 and isinstance(b[-1], torch.Tensor)
+               and not b[-1].dtype.is_floating_point for b in batches)
+
+
 def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (outputs.argmax(dim=-1) == targets).float().mean()
 
@@ -85,7 +91,8 @@ class JumpRetrain:
             ``lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)``.
         train_epoch: optional ``train_epoch(model, optimizer, epoch)``; default: one pass over
             the batches of ``data``.
-        accuracy_fn: ``accuracy_fn(outputs, targets)``; default: argmax accuracy, None to skip.
+        accuracy_fn: ``accuracy_fn(outputs, targets)``; default: argmax accuracy where the
+            targets are integer class labels (none otherwise), None to skip.
         params: parameters recorded and embedded (names or patterns; default all trainable).
         seeds, step_sizes, epochs: J&R settings (paper: 4 seeds × 4 steps × 40 epochs).
         embedding: ``"phate"`` (cosine, needs the ``phate`` extra) or ``"pca"``.
@@ -137,6 +144,10 @@ class JumpRetrain:
         self.batches = normalize_data(data)
         self.objective = Objective(model, self.batches, loss_fn, params,
                                    memory_budget=memory_budget)
+        if accuracy_fn is _accuracy and not _class_targets(self.batches):
+            logger.info("the targets are not class labels, so no argmax accuracy is recorded "
+                        "(pass accuracy_fn= for another one)")
+            accuracy_fn = None
         self.accuracy = (None if accuracy_fn is None else
                          Objective(model, self.batches, accuracy_fn, params,
                                    memory_budget=memory_budget))

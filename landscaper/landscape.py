@@ -88,13 +88,15 @@ def _planned_dims(directions: Any, dims: Any) -> int | None:
 
 def _check_grid_request(steps: Any, extent: Any, k: int, memory_budget: int | str) -> int:
     """Check steps and extent for a k-dimensional grid and its size against the budget, by
-    arithmetic alone; returns the number of points."""
-    steps_list = axis_steps(steps, k)
-    extent_ranges(extent, k)
-    return check_grid_size(steps_list, memory_budget)
+    arithmetic before anything proportional to the grid; returns the number of points."""
+    n_points = check_grid_size(axis_steps(steps, k), memory_budget)
+    grid_axes(steps, extent, k)  # the axes themselves (one step on a range is refused)
+    return n_points
 
 
 def _jsonable_extent(extent: Any) -> Any:
+    if isinstance(extent, np.ndarray):
+        extent = extent.tolist()
     if np.isscalar(extent):
         return float(extent)
     return [float(e) if np.isscalar(e) else [float(v) for v in e] for e in extent]
@@ -217,6 +219,13 @@ class Landscape:
         # every argument is checked before the model is evaluated or a Hessian computed
         which = str(parse_which(which).value)
         unit = parse_extent_unit(extent_unit)
+        seed = check_count("seed", seed, minimum=0)
+        for name, value in (("chunk_size", chunk_size), ("points_per_chunk", points_per_chunk)):
+            if value is not None:
+                check_count(name, value)
+        if store_directions is not None and not isinstance(store_directions, bool):
+            raise TypeError(f"store_directions must be True, False or None, got "
+                            f"{store_directions!r}")
         k = _planned_dims(directions, dims)
         if k is not None:  # the forms of steps and extent (the size once k <= P is known)
             axis_steps(steps, k)
@@ -239,6 +248,13 @@ class Landscape:
             given = cls._given_directions(objective, directions, dims)
             k = given.k
         n_points = _check_grid_request(steps, extent, k, memory_budget)
+        theta_norm = float(objective.theta0.norm())
+        if unit is ExtentUnit.RELATIVE and not (np.isfinite(theta_norm) and theta_norm > 0):
+            raise ValueError(
+                f"a relative extent scales with ‖θ₀‖, which is {theta_norm:g} for the selected "
+                f"parameters ({len(objective.param_names)} tensors"
+                f"{', NaN/inf weights' if not np.isfinite(theta_norm) else ', all zero'}); pass "
+                "extent_unit=\"absolute\" with extents in direction units")
         sharded = dist_utils.use_distributed(distributed)
         if checkpoint is not None:  # rank 0 reads it alone, so that all ranks agree
             check = lambda: check_checkpoint(checkpoint, objective, n_points)  # noqa: E731
@@ -259,7 +275,6 @@ class Landscape:
         timings["directions_s"] = time.perf_counter() - start
         vectors = dirs.vectors
         norms = vectors.norm(dim=1).tolist()
-        theta_norm = float(objective.theta0.norm())
         axes = grid_axes(steps, extent, dirs.k, unit=unit, theta0_norm=theta_norm,
                          direction_norms=norms)
         start = time.perf_counter()

@@ -59,8 +59,14 @@ def _is_number(value: Any) -> bool:
         value, (bool, np.bool_))
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d array as the number it holds; anything else as it is."""
+    return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
 def axis_steps(steps: int | Sequence[int], dims: int) -> list[int]:
     """Points per axis: one count for every axis, or one per axis (each ≥ 1)."""
+    steps = _scalar(steps)
     if _is_number(steps):
         return [check_count("steps", steps)] * dims
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
@@ -80,6 +86,7 @@ def extent_ranges(extent: float | Sequence[Any], dims: int) -> list[tuple[float,
 
     A sequence of the wrong length is refused (two numbers never mean a shared range).
     """
+    extent = _scalar(extent)
     if _is_number(extent):
         entries: list[Any] = [extent] * dims
     elif isinstance(extent, (str, bytes)) or not isinstance(extent, (Sequence, np.ndarray)):

@@ -117,12 +117,12 @@ def _evaluate(objective: Objective, accuracy: Objective | None, theta: torch.Ten
 
 
 def standard_epoch(loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor]) -> TrainEpoch:
-    """A plain training epoch over ``(inputs, targets)`` batches, for `jump_and_retrain`."""
+    """A plain training epoch over ``(inputs..., targets)`` batches, for `jump_and_retrain`."""
 
     def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-        for inputs, targets in loader:
+        for *inputs, targets in loader:
             optimizer.zero_grad()
-            loss_fn(model(inputs), targets).backward()
+            loss_fn(model(*inputs), targets).backward()
             optimizer.step()
 
     return train_epoch
@@ -161,7 +161,8 @@ def jump_and_retrain(
 
     Returns:
         `Samples` with ``len(seeds)·len(step_sizes)·(epochs+1)`` rows; epoch 0 is the jump point.
-        Retraining seeds torch's global RNG with each seed first, so runs are reproducible.
+        Retraining seeds torch's global RNG with each seed first, so runs are reproducible; the
+        generator is forked, so the caller's random stream is unchanged afterwards.
     """
     names = objective.param_names
     n = len(seeds) * len(step_sizes) * (epochs + 1)
@@ -169,7 +170,11 @@ def jump_and_retrain(
     loss, acc = np.empty(n), np.empty(n)
     seed_col, step_col, epoch_col = np.empty(n, int), np.empty(n), np.empty(n, int)
     row = 0
-    with progress_bar(n, "jump & retrain", progress) as bar:
+    devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
+    # retraining seeds the global generator per seed (reproducible runs): on a fork of it,
+    # so the caller's random stream is left as it was
+    with torch.random.fork_rng(devices=devices), progress_bar(n, "jump & retrain",
+                                                                progress) as bar:
         for seed in seeds:
             direction = random_directions(objective, 1, seed=seed,
                                           normalization=normalization).vectors[0]

@@ -502,3 +502,255 @@ def test_data_in_another_dtype_than_the_model_is_refused_at_construction():
         Objective(model, (x, y), F.cross_entropy)
     regression = (x.float(), torch.randn(12, 2, dtype=torch.float64))  # float64 targets:
     assert Objective(model, regression, F.mse_loss)().dtype == torch.float64  # torch promotes
+
+
+# ---------------------------------------------------------------------------- rows 15d-e
+def kron_head(outputs: int = 4, features: int = 24, seed: int = 0):
+    """A linear regression head with several outputs and MSE: H = (2/(N·o)) I_o ⊗ XᵀX, every
+    eigenvalue repeated ``outputs`` times."""
+    gen = torch.Generator().manual_seed(seed)
+    scales = torch.linspace(0.2, 2.0, features, dtype=torch.float64)
+    x = torch.randn(200, features, generator=gen, dtype=torch.float64) * scales
+    y = torch.randn(200, outputs, generator=gen, dtype=torch.float64)
+    model = nn.Linear(features, outputs, bias=False).double()
+    gram = 2 * x.T @ x / (200 * outputs)
+    exact = np.sort(np.repeat(torch.linalg.eigvalsh(gram).numpy(), outputs))[::-1]
+    return Objective(model, (x, y), F.mse_loss), exact
+
+
+@pytest.mark.parametrize("k", [2, 3, 6])
+def test_repeated_eigenvalues_are_all_found(k):
+    objective, exact = kron_head()
+    eig = top_eigenpairs(objective, k=k)
+    assert eig.converged
+    np.testing.assert_allclose(eig.eigenvalues, exact[:k], rtol=1e-9)
+    vectors = eig.eigenvectors
+    np.testing.assert_allclose((vectors @ vectors.T).numpy(), np.eye(k), atol=1e-8)
+    unchecked = top_eigenpairs(objective, k=k, verify=False)  # one start vector: one copy each
+    assert not np.allclose(unchecked.eigenvalues, exact[:k], rtol=1e-3)
+
+
+def test_weight_norm_whose_second_derivative_is_wrong_is_refused():
+    """torch's weight-norm kernel has a wrong second derivative on CPU (its gradgradcheck
+    fails): the products are not symmetric, which Lanczos sees for free and refuses."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(3, 4)), nn.Tanh(),
+                          nn.Linear(4, 2)).double().eval()
+    with intact(model), pytest.raises(DoubleBackwardError, match="not symmetric.*weight_norm"):
+        top_eigenpairs(Objective(model, data(), F.cross_entropy), k=2)
+
+
+def test_half_model_with_a_hard_coded_cast_names_compute_dtype():
+    class HardCast(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.lin(x.half())
+
+    model, (x, y) = HardCast().half().eval(), half_mlp(torch.float16)[1]
+    with pytest.raises(ValueError, match=r"to float16 itself.*compute_dtype=torch\.float16"):
+        Objective(model, (x, y), F.cross_entropy)
+    assert float(Objective(model, (x, y), F.cross_entropy, compute_dtype=torch.float16)()) > 0
+
+
+# ---------------------------------------------------------------------------- rows 25a-b
+class CountingEMA(nn.Module):
+    """Eval-mode forward that updates buffers in place (as observers and counters do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("ema", torch.zeros(3, dtype=torch.float64))
+
+    def forward(self, x):
+        self.calls.add_(1)
+        self.ema.mul_(0.9).add_(0.1 * x.mean(0))
+        return self.lin(x)
+
+
+def test_buffers_updated_in_place_never_reach_the_model():
+    model, (x, y) = CountingEMA().double().eval(), data()
+    with intact(model):
+        objective = Objective(model, (x, y), F.cross_entropy)
+        land = Landscape.compute(objective=objective, directions="random", steps=3,
+                                 progress=False)
+    assert objective._reset_buffers == {"calls", "ema"}
+    with torch.no_grad():
+        own = float(F.cross_entropy(nn.functional.linear(x, model.lin.weight, model.lin.bias), y))
+    assert land.loss_at_theta0 == pytest.approx(own, rel=1e-12)
+
+
+def test_spectral_norm_in_train_mode_is_a_function_of_theta():
+    """spectral_norm's power iteration updates u in place at every training-mode forward:
+    each evaluation starts from the model's u, so the grid equals fresh copies point by point
+    and the same call gives the same grid twice."""
+    import copy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(3, 4)), nn.Tanh(),
+                          nn.Linear(4, 2)).double().train()
+    x, y = data()
+    directions = torch.randn(2, sum(p.numel() for p in model.parameters()),
+                             generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    kwargs = dict(directions=directions * 0.1, steps=3, extent=1.0, extent_unit="absolute",
+                  progress=False)
+    with intact(model):
+        land = Landscape.compute(model, (x, y), F.cross_entropy, **kwargs)
+        again = Landscape.compute(model, (x, y), F.cross_entropy, **kwargs)
+    assert np.array_equal(land.loss, again.loss)
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    for i, j in ((0, 0), (1, 2), (2, 1)):
+        fresh = copy.deepcopy(model)
+        theta = theta0 + land.axes[0][i] * kwargs["directions"][0] + land.axes[1][j] * \
+            kwargs["directions"][1]
+        torch.nn.utils.vector_to_parameters(theta, fresh.parameters())
+        with torch.no_grad():
+            assert land.loss[i, j] == pytest.approx(float(F.cross_entropy(fresh(x), y)),
+                                                    rel=1e-10)
+
+
+class InPlaceInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.lin(x.div_(2))
+
+
+def test_forward_that_modifies_its_inputs_never_changes_the_data():
+    model, (x, y) = InPlaceInputs().double().eval(), data()
+    original = x.clone()
+    objective = Objective(model, (x, y), F.cross_entropy)
+    values = [float(objective()) for _ in range(3)]
+    assert torch.equal(x, original) and objective._copy_inputs
+    with torch.no_grad():
+        want = float(F.cross_entropy(model(original.clone()), y))
+    assert values == [pytest.approx(want, rel=1e-12)] * 3
+
+
+# ---------------------------------------------------------------------------- rows 17c-d, 24d
+def test_padded_token_labels_weigh_their_tokens():
+    """Token labels (B, T) with -100 padding, in two batches: the objective equals the token
+    mean over all the data, i.e. the same data given as one batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(9, 4), nn.Linear(4, 5)).double().eval()
+    tokens = torch.randint(0, 9, (6, 7))
+    labels = torch.randint(0, 5, (6, 7))
+    labels[0, 2:] = -100  # a short first sequence
+    labels[4:, 5:] = -100
+
+    def loss(logits, target):
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten())
+
+    split = Objective(model, [(tokens[:2], labels[:2]), (tokens[2:], labels[2:])], loss)
+    whole = Objective(model, (tokens, labels), loss)
+    assert split.sample_counts == [int((labels[:2] != -100).sum()),
+                                   int((labels[2:] != -100).sum())]
+    assert float(split()) == pytest.approx(float(whole()), rel=1e-12)
+
+
+def test_targets_that_do_not_say_how_many_samples_they_hold_are_refused():
+    """CTC-style targets (concatenated labels, lengths): tensors of different lengths."""
+    model, (x, _) = mlp(), data()
+
+    def loss(out, targets):
+        labels, lengths = targets
+        return out.pow(2).mean() + 0 * labels.sum() + 0 * lengths.sum()
+
+    batches = [(x[:8], (torch.arange(20), torch.full((8,), 2))),
+               (x[8:], (torch.arange(9), torch.full((4,), 2)))]
+    with pytest.raises(ValueError, match=r"targets .* disagree.*sample_count="):
+        Objective(model, batches, loss)
+    counted = Objective(model, batches, loss, sample_count=lambda b: len(b[0]))
+    assert counted.sample_counts == [8, 4]
+
+
+def test_batches_of_different_dtypes_are_refused_at_construction():
+    model, (x, y) = mlp(), data()
+    with pytest.raises(ValueError, match="batch 1 holds a float32 tensor .* float64"):
+        Objective(model, [(x[:4], y[:4]), (x[4:].float(), y[4:])], F.cross_entropy)
+
+
+# ---------------------------------------------------------------------------- rows 22e-f
+def test_a_zero_parameter_norm_is_refused_before_any_work(monkeypatch):
+    Forbidden(monkeypatch, HessianOperator, "matvec")
+    model = mlp()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+    batch = data()
+    for directions in ("hessian", "random"):
+        with pytest.raises(ValueError, match=r"‖θ₀‖, which is 0 .*extent_unit=\"absolute\""):
+            Landscape.compute(model, batch, F.cross_entropy, params=["*.bias"],
+                              directions=directions, steps=301, progress=False)
+    with pytest.raises(ValueError, match="norms of θ₀, which are zero.*normalization='unit'"):
+        Landscape.compute(model, batch, F.cross_entropy, params=["*.bias"], directions="random",
+                          extent_unit="absolute", progress=False)
+
+
+@pytest.mark.parametrize("kwargs", [dict(seed=1.5), dict(chunk_size=0), dict(chunk_size=2.5),
+                                    dict(points_per_chunk=-1), dict(store_directions="no"),
+                                    dict(steps=(1, 1), extent=[(-1, 1), (0.5, 1.0)])],
+                         ids=["seed", "chunk=0", "chunk=2.5", "points<0", "store=no",
+                              "1-step-range"])
+def test_other_arguments_are_checked_before_any_hessian_work(kwargs, monkeypatch):
+    Forbidden(monkeypatch, HessianOperator, "matvec")
+    with pytest.raises((ValueError, TypeError)):
+        Landscape.compute(mlp(), data(), F.cross_entropy, progress=False, **kwargs)
+
+
+def test_a_zero_dimensional_array_extent_is_a_number():
+    land = Landscape.compute(mlp(), data(), F.cross_entropy, directions="random", steps=3,
+                             extent=np.array(0.1), progress=False)
+    assert land.metadata["extent"] == 0.1
+
+
+# ---------------------------------------------------------------------------- row 26
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 2), nn.Linear(3, 2)
+
+    def forward(self, x1, x2):
+        return self.a(x1) + self.b(x2)
+
+
+def test_jump_retrain_trains_multi_input_batches_and_leaves_the_random_stream():
+    torch.manual_seed(0)
+    model = TwoInputs().double().eval()
+    x, y = data()
+    torch.manual_seed(11)
+    expected = torch.rand(2)
+    torch.manual_seed(11)
+    with intact(model):
+        jr = JumpRetrain(model, [(x, x.flip(0), y)], F.cross_entropy, optimizer, seeds=(0,),
+                         step_sizes=(0.5,), epochs=2, embedding="pca", k=2,
+                         progress=False).fit()
+    assert torch.equal(torch.rand(2), expected)
+    samples = jr.samples_
+    assert np.all(np.diff(samples.loss) < 0)  # retraining lowers the loss from the jump point
+    assert np.all(np.isfinite(samples.accuracy))
+
+
+def test_jump_retrain_on_regression_records_no_made_up_accuracy():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 3, generator=gen), torch.randn(20, 1, generator=gen)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).eval()
+    jr = JumpRetrain(model, (x, y), F.mse_loss, optimizer, seeds=(0,), step_sizes=(0.5,),
+                     epochs=1, embedding="pca", k=2, progress=False)
+    assert jr.accuracy is None and np.all(np.isnan(jr.sample().accuracy))
+
+
+def test_spectral_density_smoothing_ignores_the_padding_of_short_probes():
+    from landscaper.hessian import SpectralDensity
+
+    nodes = np.array([[10.0, 12.0, 0.0, 0.0], [11.0, 13.0, 14.0, 0.0]])
+    weights = np.array([[0.5, 0.5, 0.0, 0.0], [0.3, 0.3, 0.4, 0.0]])
+    sd = SpectralDensity(nodes, weights, 0)
+    grid = np.linspace(5, 20, 301)
+    np.testing.assert_allclose(sd.density(grid), sd.density(grid, sigma=0.04), rtol=1e-12)
