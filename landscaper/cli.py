@@ -547,10 +547,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _load_landscape(path: str) -> Any:
-    """A saved landscape with at least two finite losses (its topology is undefined
-    otherwise); any other file is refused naming it."""
-    import numpy as np
-
+    """A saved landscape whose topology is defined (enough finite losses); any other file
+    is refused naming it."""
     from .io import LandscapeFileError
     from .landscape import Landscape
 
@@ -558,11 +556,10 @@ def _load_landscape(path: str) -> Any:
         land = Landscape.load(path)
     except (FileNotFoundError, LandscapeFileError) as err:
         raise UsageError(str(err)) from err
-    finite = int(np.isfinite(land.loss).sum())
-    if finite < 2:
-        raise UsageError(f"{path}: only {finite} of {land.loss.size} loss values are finite, so "
-                         "its minima, SMAD and persistence are undefined; recompute it (check "
-                         "the model's weights and data, or sample a smaller --extent)")
+    try:
+        land.merge_tree()  # cached for the report or comparison
+    except ValueError as err:  # e.g. no finite values: topology undefined
+        raise UsageError(f"{path}: {_one_line(str(err))}") from err
     return land
 
 
@@ -662,6 +659,8 @@ def _add_analysis_options(parser: argparse.ArgumentParser, command: str) -> None
     parser.add_argument("--jr-steps", type=float, nargs="+", default=None,
                         help=f"J&R step sizes (default: {jr['steps']})")
     parser.add_argument("--jr-k", type=int, default=20, help="kNN graph neighbours of J&R")
+
+
 def _fill_defaults(args: argparse.Namespace) -> None:
     quick = getattr(args, "quick", False)
     full_steps = 15 if args.command == "demo" else 21  # the demo stays under 3 minutes

@@ -128,9 +128,9 @@ def check_grid_size(steps: Sequence[int], memory_budget: int | str) -> int:
     n_points = math.prod(steps)
     budget = parse_bytes(memory_budget)
     if n_points * 8 > budget:
-        shape = (f"{steps[0]}^{len(steps)}" if len(set(steps)) == 1 and len(steps) > 1
-                 else " x ".join(map(str, steps)))
-        raise MemoryError(f"a grid of {shape} = {n_points:.3g} points needs "
+        shape = (f"{steps[0]}^{len(steps)} = " if len(set(steps)) == 1 and len(steps) > 1
+                 else f"{' x '.join(map(str, steps))} = " if len(steps) > 1 else "")
+        raise MemoryError(f"a grid of {shape}{n_points:.3g} points needs "
                           f"{format_bytes(n_points * 8)} for its loss array alone, more than the "
                           f"memory budget {format_bytes(budget)}; use fewer steps or dims, or "
                           "raise memory_budget")

@@ -242,7 +242,7 @@ def test_compare_refuses_a_landscape_without_finite_values(tmp_path, capsys):
     Landscape(np.full((3, 3), np.nan), axes, {}).save(bad)
     assert main(["compare", str(good), str(bad)]) == 2
     err = one_line_error(capsys)
-    assert f"{bad}: only 0 of 9 loss values are finite" in err
+    assert f"{bad}: only 0 of 9 values are finite" in err
     assert main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert str(bad) in one_line_error(capsys)
 
