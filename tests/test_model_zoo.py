@@ -160,6 +160,12 @@ def squared_error_sum(forward: Forward, batch: Any) -> torch.Tensor:
     return ((forward(x) - y) ** 2).sum()
 
 
+def mean_squared_error(forward: Forward, batch: Any) -> torch.Tensor:
+    """Mean over samples and outputs of the squared error."""
+    x, y = batch
+    return ((forward(x) - y) ** 2).mean()
+
+
 def outputs_loss(forward: Forward, batch: Any) -> torch.Tensor:
     """HuggingFace style: the model computes its loss from the labels in the batch."""
     return forward(**batch).loss
@@ -245,6 +251,23 @@ class PooledEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         pooled = self.embed(tokens) if self.bag else self.embed(tokens).mean(dim=1)
         return self.head(pooled)
+
+
+class StatefulForward(nn.Module):
+    """Eval-mode forward that counts its calls and keeps an input EMA in buffers (as
+    observers do) and clamps its input in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(4, 6)
+        self.lin2 = nn.Linear(6, 3)
+        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("ema", torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.add_(1)
+        self.ema.mul_(0.9).add_(0.1 * x.mean(0))
+        return self.lin2(torch.tanh(self.lin1(x.clamp_(min=-1.0))))
 
 
 class FunctionalDropoutMLP(nn.Module):
@@ -412,6 +435,30 @@ def dtype_mlp_setup(dtype: torch.dtype) -> Callable[[], Setup]:
     return build
 
 
+def build_multi_output_head() -> Setup:
+    """A 3-output linear regression head under MSE: every Hessian eigenvalue is repeated
+    three times, which one Lanczos start vector cannot see."""
+    torch.manual_seed(0)
+    x, _ = features(40, 8)
+    x = x * torch.linspace(0.3, 2.0, 8)
+    y = torch.randn(40, 3, generator=torch.Generator().manual_seed(2))
+    return one_batch(nn.Linear(8, 3).eval(), x, y, F.mse_loss)
+
+
+def build_stateful() -> Setup:
+    """A forward that updates buffers and its input in place."""
+    torch.manual_seed(0)
+    return one_batch(StatefulForward().eval(), *features(12, 4))
+
+
+def build_weight_norm() -> Setup:
+    """torch's weight norm, whose second derivative is wrong on CPU."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(4, 5)), nn.Tanh(),
+                          nn.Linear(5, 3)).eval()
+    return one_batch(model, *features(12, 4))
+
+
 def build_functional_dropout() -> Setup:
     """Functional dropout with the model in training mode."""
     torch.manual_seed(0)
@@ -478,6 +525,10 @@ CASES = [
     Case("transformer_encoder_layer", build_transformer, mean_cross_entropy,
          Refusal(DoubleBackwardError, (("sdpa_kernel", "SDPBackend.MATH"),), "hessian",
                  required=False), math_sdpa=True),
+    Case("multi_output_mse_head", build_multi_output_head, mean_squared_error, k=4),
+    Case("buffers_and_input_in_place", build_stateful, mean_cross_entropy),
+    Case("weight_norm", build_weight_norm, mean_cross_entropy,
+         Refusal(DoubleBackwardError, ("not symmetric", "weight_norm"), "hessian")),
     Case("bert_eager", bert_setup("eager"), outputs_loss),
     Case("bert_sdpa", bert_setup("sdpa"), outputs_loss, BERT_SDPA_REFUSAL, math_sdpa=True),
 ]
