@@ -288,7 +288,8 @@ _COARSE = 1e-2
 #: Products whose projections disagree by more than this (relative to the largest |Ritz value|)
 #: come from an operator that is not symmetric: a wrong second derivative somewhere.
 _ASYMMETRY_TOL = {torch.float32: 1e-2, torch.float64: 1e-6}
-#: A verification block ends once its extreme Ritz pair has this relative residual.
+#: A verification block ends once its extreme Ritz pair has this relative residual (or the
+#: requested tolerance, where that is looser).
 _VERIFY_TOL = 1e-2
 
 
@@ -493,14 +494,14 @@ def _extreme(values: np.ndarray, which: Which) -> int:
     return int(_order(values, which)[0])
 
 
-def _steps_to_settle(lanczos: _Lanczos, which: Which) -> int:
+def _steps_to_settle(lanczos: _Lanczos, which: Which, settle: float) -> int:
     """Steps after which the run's extreme Ritz pair first had a relative residual of
-    `_VERIFY_TOL` (Ritz pairs of a leading block are those of the run stopped there)."""
+    ``settle`` (Ritz pairs of a leading block are those of the run stopped there)."""
     projected = lanczos.projected()
     for j in range(1, lanczos.steps + 1):
         values, vecs = np.linalg.eigh(projected[:j, :j])
         top = _extreme(values, which)
-        if lanczos.remainders[j - 1] * abs(vecs[j - 1, top]) <= _VERIFY_TOL * abs(values[top]):
+        if lanczos.remainders[j - 1] * abs(vecs[j - 1, top]) <= settle * abs(values[top]):
             return j
     return lanczos.steps
 
@@ -642,14 +643,15 @@ def _verified(op: HessianOperator, found: _Pairs, first: _Lanczos, k: int, which
     One start vector sees one copy of a repeated eigenvalue (multi-output linear heads have
     every eigenvalue repeated). Copies left out are the extreme values of the operator
     deflated by the pairs found, so Lanczos on it from a fresh vector settles on one about as
-    fast as the first run settled on its extreme pair (relative residual `_VERIFY_TOL`): a
-    check ends when its extreme pair settles below the k-th value, or after twice that many
-    steps (plus two). A copy found is converged on the deflated operator and
-    merged, then the check runs again. (A repeated top eigenvalue alone is right anyway, so
+    fast as the first run settled on its extreme pair (relative residual `_VERIFY_TOL`, or
+    ``tol`` where that is looser): a check ends when its extreme pair settles below the k-th
+    value, or after twice that many steps (plus two). A copy found is converged on the
+    deflated operator and merged, then the check runs again. (A repeated top eigenvalue alone is right anyway, so
     k = 1 needs no check.)
     """
     kth = float(found.values[-1])
-    budget_steps = 2 * _steps_to_settle(first, which) + 2
+    settle = max(_VERIFY_TOL, tol)
+    budget_steps = 2 * _steps_to_settle(first, which, settle) + 2
     for attempt in range(k):
         deflated = _Deflated(op, found.vectors)
         gen = torch.Generator().manual_seed(seed + 7919 * (attempt + 1))
@@ -671,7 +673,7 @@ def _verified(op: HessianOperator, found: _Pairs, first: _Lanczos, k: int, which
             top = _extreme(values, which)
             if _ranks_within(values[top], past, which):
                 verdict.append("missed")
-            elif (run.residuals(vecs[:, [top]])[0] <= _VERIFY_TOL * abs(values[top])
+            elif (run.residuals(vecs[:, [top]])[0] <= settle * abs(values[top])
                   or run.steps >= budget_steps):
                 verdict.append("clear")
             return verdict[-1] if verdict else None
