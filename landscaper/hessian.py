@@ -646,8 +646,8 @@ def _verified(op: HessianOperator, found: _Pairs, first: _Lanczos, k: int, which
     fast as the first run settled on its extreme pair (relative residual `_VERIFY_TOL`, or
     ``tol`` where that is looser): a check ends when its extreme pair settles below the k-th
     value, or after twice that many steps (plus two). A copy found is converged on the
-    deflated operator and merged, then the check runs again. (A repeated top eigenvalue alone is right anyway, so
-    k = 1 needs no check.)
+    deflated operator and merged, then the check runs again. (A repeated top eigenvalue alone
+    is right anyway, so k = 1 needs no check.)
     """
     kth = float(found.values[-1])
     settle = max(_VERIFY_TOL, tol)
