@@ -434,7 +434,7 @@ class _Lanczos:
     def _fresh_block(self) -> bool:
         """Append a random vector orthogonal to the basis as the start of a new block (False
         when the basis spans the space)."""
-        generator = self._restarts or torch.Generator().manual_seed(len(self.basis))
+        generator = self._restarts
         dtype, device = self.basis[0].dtype, self.basis[0].device
         fresh = torch.randn(self.basis[0].shape[0], generator=generator, dtype=torch.float64)
         fresh = (fresh / fresh.norm()).to(dtype=dtype, device=device)
@@ -447,32 +447,31 @@ class _Lanczos:
         self._append(fresh / fresh.norm())
         return True
 
-    def projected(self, start: int = 0) -> np.ndarray:
-        """The symmetric projected matrix ``Qᵀ H Q`` over basis vectors ``start …``."""
+    def projected(self) -> np.ndarray:
+        """The symmetric projected matrix ``Qᵀ H Q`` (from the computed upper triangle)."""
         m = self.steps
         upper = np.zeros((m, m))
         for j, column in enumerate(self.columns):
             upper[: j + 1, j] = column
-        return (upper + np.triu(upper, 1).T)[start:, start:]
+        return upper + np.triu(upper, 1).T
 
-    def ritz(self, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Ritz values (ascending) and coefficient vectors (columns), over vectors
-        ``start …`` (all by default, or one block)."""
-        return np.linalg.eigh(self.projected(start))
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values (ascending) and coefficient vectors (columns)."""
+        return np.linalg.eigh(self.projected())
 
-    def residuals(self, vecs: np.ndarray, start: int = 0) -> np.ndarray:
-        """Bounds on ‖H v − λ v‖ for the Ritz vectors with coefficients ``vecs`` (columns)
-        over vectors ``start …``: every remainder that is not in the basis, times the vector's
-        coefficient there, plus what the projected matrix leaves unsymmetric (rounding)."""
+    def residuals(self, vecs: np.ndarray) -> np.ndarray:
+        """Bounds on ‖H v − λ v‖ for the Ritz vectors with coefficients ``vecs`` (columns):
+        every remainder that is not in the basis, times the vector's coefficient there, plus
+        what the projected matrix leaves unsymmetric (rounding)."""
         m = self.steps
         out = np.zeros(vecs.shape[1])
         lower_gap = np.zeros((m, m))
-        for j in range(start, m):
+        for j in range(m):
             if j == m - 1 or not self.continued[j]:
-                out += self.remainders[j] * np.abs(vecs[j - start, :])
-            elif j + 1 < m:  # β_j against what step j+1 measured for the same entry
+                out += self.remainders[j] * np.abs(vecs[j, :])
+            else:  # β_j against what step j+1 measured for the same entry
                 lower_gap[j + 1, j] = self.remainders[j] - self.columns[j + 1][j]
-        return out + np.linalg.norm(lower_gap[start:, start:] @ vecs, axis=0)
+        return out + np.linalg.norm(lower_gap @ vecs, axis=0)
 
     def ritz_vectors(self, vecs: np.ndarray) -> torch.Tensor:
         basis = torch.stack(self.basis[: vecs.shape[0]])
