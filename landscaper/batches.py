@@ -20,8 +20,8 @@ Batch = Any
 #: ``sample_count``: a function of one batch, or one count per batch.
 SampleCount = Callable[[Batch], int] | Sequence[int]
 
-#: Dict keys whose first dimension counts the samples of a dict batch, in order of preference.
-SAMPLE_KEYS = ("labels", "label", "input_ids")
+#: Dict keys holding a dict batch's targets, in order of preference.
+LABEL_KEYS = ("labels", "label")
 
 
 def all_tensors(obj: Any) -> list[torch.Tensor]:
@@ -90,7 +90,7 @@ def count_samples(batch: Batch, *, supervised: bool = True) -> int | None:
     without any tensor of at least one dimension counts as one.
     """
     if isinstance(batch, Mapping):
-        for key in SAMPLE_KEYS[:2]:
+        for key in LABEL_KEYS:
             if key in batch and all_tensors(batch[key]):
                 return _target_terms(batch[key])
         if "input_ids" in batch:

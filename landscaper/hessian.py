@@ -493,18 +493,6 @@ def _extreme(values: np.ndarray, which: Which) -> int:
     return int(_order(values, which)[0])
 
 
-def _steps_to_settle(lanczos: _Lanczos, which: Which, settle: float) -> int:
-    """Steps after which the run's extreme Ritz pair first had a relative residual of
-    ``settle`` (Ritz pairs of a leading block are those of the run stopped there)."""
-    projected = lanczos.projected()
-    for j in range(1, lanczos.steps + 1):
-        values, vecs = np.linalg.eigh(projected[:j, :j])
-        top = _extreme(values, which)
-        if lanczos.remainders[j - 1] * abs(vecs[j - 1, top]) <= settle * abs(values[top]):
-            return j
-    return lanczos.steps
-
-
 def top_eigenpairs(
     objective: Objective,
     k: int = 1,
@@ -567,9 +555,10 @@ def top_eigenpairs(
         raise ValueError(f"max_iter={max_iter} Lanczos steps cannot give k={k} eigenpairs; pass "
                          f"max_iter >= {k}")
     first = _Lanczos(op, start, budget, restart_seed=seed + 1)
-    found = _iterate(first, k, which, tol, max_steps)
+    settle = max(_VERIFY_TOL, tol)
+    found = _iterate(first, k, which, tol, max_steps, settle=settle)
     if verify and k > 1 and found.converged and not first.exhausted:
-        found = _verified(op, found, first, k, which, tol, max_steps, budget, seed)
+        found = _verified(op, found, first, k, which, tol, settle, max_steps, budget, seed)
     if not found.converged:
         logger.warning("Lanczos stopped after %d Hessian-vector products with relative "
                        "residuals %s > tol %.1e; raise max_iter or tol", op.n_hvp,
@@ -596,14 +585,19 @@ class _Pairs:
     converged: bool
     #: residuals below this are rounding of the products (absolute).
     floor: float
+    #: steps after which the extreme Ritz pair first had relative residual ``settle``
+    #: (all the steps when it never did).
+    settled: int = 0
 
 
 def _iterate(lanczos: _Lanczos, k: int, which: Which, tol: float, max_steps: int,
-             watch: Callable[[np.ndarray, np.ndarray], str | None] | None = None
-             ) -> _Pairs:
+             watch: Callable[[np.ndarray, np.ndarray], str | None] | None = None,
+             settle: float | None = None) -> _Pairs:
     """Lanczos steps until the k wanted Ritz pairs converge (relative to |λ|, with
     eigenvalues at rounding level judged against the rounding of the products), the space is
-    exhausted, ``max_steps`` are taken, or ``watch(values, vecs)`` says stop."""
+    exhausted, ``max_steps`` are taken, or ``watch(values, vecs)`` says stop. With
+    ``settle``, also notes when the extreme pair first reached that relative residual."""
+    settled = None
     while True:
         lanczos.step()
         values, vecs = lanczos.ritz()
@@ -613,10 +607,14 @@ def _iterate(lanczos: _Lanczos, k: int, which: Which, tol: float, max_steps: int
         floor = _ROUNDING_EPS * torch.finfo(lanczos.op.dtype).eps * size
         converged = len(values) >= k and bool(np.all(
             res <= tol * np.maximum(np.abs(values[order]), floor / tol)))
+        if settle is not None and settled is None:
+            top = order[0]
+            if lanczos.residuals(vecs[:, [top]])[0] <= settle * abs(values[top]):
+                settled = lanczos.steps
         stop = watch is not None and watch(values, vecs) is not None
         if stop or converged or lanczos.exhausted or lanczos.steps >= max_steps:
             return _Pairs(values[order], lanczos.ritz_vectors(vecs[:, order]), res,
-                          converged, floor)
+                          converged, floor, settled or lanczos.steps)
 
 
 class _Deflated:
@@ -636,21 +634,20 @@ class _Deflated:
 
 
 def _verified(op: HessianOperator, found: _Pairs, first: _Lanczos, k: int, which: Which,
-              tol: float, max_steps: int, budget: int, seed: int) -> _Pairs:
+              tol: float, settle: float, max_steps: int, budget: int, seed: int) -> _Pairs:
     """Look for eigenvalues the first start vector could not see, and add them.
 
     One start vector sees one copy of a repeated eigenvalue (multi-output linear heads have
     every eigenvalue repeated). Copies left out are the extreme values of the operator
     deflated by the pairs found, so Lanczos on it from a fresh vector settles on one about as
-    fast as the first run settled on its extreme pair (relative residual `_VERIFY_TOL`, or
-    ``tol`` where that is looser): a check ends when its extreme pair settles below the k-th
-    value, or after twice that many steps (plus two). A copy found is converged on the
-    deflated operator and merged, then the check runs again. (A repeated top eigenvalue alone
-    is right anyway, so k = 1 needs no check.)
+    fast as the first run settled on its extreme pair (relative residual ``settle``:
+    `_VERIFY_TOL`, or ``tol`` where that is looser): a check ends when its extreme pair
+    settles below the k-th value, or after twice that many steps (plus two). A copy found is
+    converged on the deflated operator and merged, then the check runs again. (A repeated
+    top eigenvalue alone is right anyway, so k = 1 needs no check.)
     """
     kth = float(found.values[-1])
-    settle = max(_VERIFY_TOL, tol)
-    budget_steps = 2 * _steps_to_settle(first, which, settle) + 2
+    budget_steps = 2 * found.settled + 2
     for attempt in range(k):
         deflated = _Deflated(op, found.vectors)
         gen = torch.Generator().manual_seed(seed + 7919 * (attempt + 1))

@@ -256,9 +256,9 @@ class Objective:
             weights, floating buffers and the data in their dtype are upcast exactly, into
             copies). ``torch.float64`` gives double-precision Hessians of any model.
 
-    The loss of several batches is their mean weighted by sample count, so it equals the mean
-    over all samples for mean-reduced losses (a sum-reduced loss gives the weighted mean of the
-    batch sums).
+    The loss of several batches is their mean weighted by sample count (label tokens for
+    integer label arrays, −100 left out), so it equals the loss of all the data as one batch for
+    mean-reduced losses (a sum-reduced loss gives the weighted mean of the batch sums).
 
     At construction the loss at θ₀ is evaluated twice on the smallest batch: a model that
     draws random numbers or gives two different values is refused (unless
