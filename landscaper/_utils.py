@@ -1,4 +1,6 @@
-"""Small helpers shared by several modules (byte sizes, timing, progress bars, arrays)."""
+"""Small helpers shared by several modules (byte sizes, timing, progress bars, arrays).
+
+Files and JSON: `landscaper._files`."""
 
 from __future__ import annotations
 
@@ -38,16 +40,28 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+class Stopwatch:
+    """Wall time since construction (the one timer of the package)."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds elapsed so far."""
+        return time.perf_counter() - self._start
+
+
 @contextmanager
 def timed(logger: logging.Logger, what: str) -> Iterator[dict[str, float]]:
     """Log how long a stage took; yields a dict that receives ``seconds`` at the end."""
     record: dict[str, float] = {}
-    start = time.perf_counter()
+    watch = Stopwatch()
     logger.info("%s ...", what)
     try:
         yield record
     finally:
-        record["seconds"] = time.perf_counter() - start
+        record["seconds"] = watch.seconds
         logger.info("%s done in %.3f s", what, record["seconds"])
 
 

@@ -5,7 +5,8 @@ Format (version 1): one ``.npz`` archive holding
 - ``format``: the bytes ``landscaper-landscape`` (uint8), identifying the file;
 - ``metadata``: UTF-8 JSON (uint8) with ``format_version``, ``format_members`` (names of the
   other arrays, so that a damaged zip directory cannot silently drop one) and every metadata
-  field;
+  field; strict JSON, non-finite numbers written as ``"nan"``/``"inf"``/``"-inf"`` (files of
+  earlier releases hold bare ``NaN`` tokens, which read as well);
 - ``loss``: float64 array of shape (steps_1, …, steps_k), indexed ``"ij"``;
 - ``axis_0`` … ``axis_{k-1}``: float64 coordinate arrays;
 - ``directions`` (optional): (k, P) array of the direction vectors.
@@ -17,16 +18,16 @@ raises `LandscapeFileError`.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._files import atomic_write, dumps, loads
 
 MAGIC = b"landscaper-landscape"
 FORMAT_VERSION = 1
@@ -43,14 +44,7 @@ def _text_array(text: str | bytes) -> np.ndarray:
 
 def write_arrays_atomic(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> Path:
     """Write an ``.npz`` archive atomically (no partial file is ever visible at ``path``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        np.savez_compressed(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
-    return path
+    return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
 
 def save_landscape(
@@ -68,7 +62,7 @@ def save_landscape(
         arrays["directions"] = np.asarray(directions)
     meta = {"format_version": FORMAT_VERSION, **metadata, "format_members": sorted(arrays)}
     arrays["format"] = _text_array(MAGIC)
-    arrays["metadata"] = _text_array(json.dumps(meta, allow_nan=True, default=str))
+    arrays["metadata"] = _text_array(dumps(meta))
     return write_arrays_atomic(path, arrays)
 
 
@@ -128,7 +122,7 @@ def load_landscape(
         arrays = _read_members(path)
         if "format" not in arrays or arrays["format"].tobytes() != MAGIC:
             raise LandscapeFileError(f"{path} is not a landscaper landscape file")
-        meta = json.loads(arrays["metadata"].tobytes().decode())
+        meta = loads(arrays["metadata"].tobytes().decode())
         if not isinstance(meta, dict):
             raise LandscapeFileError(f"{path}: metadata is not a JSON object")
         version = meta.get("format_version")

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
+from ._files import write_json, write_text
 from .landscape import Landscape
 
 logger = logging.getLogger(__name__)
@@ -69,8 +68,8 @@ class Report:
     def write(self) -> Path:
         """Write ``metrics.json`` and ``index.html``; returns the folder."""
         self.out.mkdir(parents=True, exist_ok=True)
-        _atomic_text(self.out / "metrics.json", json.dumps(_jsonable(self.metrics), indent=2))
-        _atomic_text(self.out / "index.html", self._html())
+        write_json(self.out / "metrics.json", self.metrics)
+        write_text(self.out / "index.html", self._html())
         logger.info("report written to %s", self.out)
         return self.out
 
@@ -96,27 +95,6 @@ class Report:
             "<p>Numbers first (all of them are in metrics.json), then figures with how to read "
             "them.</p>"
             f"<table>{rows}</table>{''.join(cards)}</body></html>")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

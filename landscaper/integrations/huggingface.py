@@ -22,11 +22,8 @@ eigenvalues (a `~landscaper.hessian.DoubleBackwardError` says so otherwise).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._files import write_json
 from ..directions import Directions, Normalization
 from ..hessian import top_eigenpairs
 from ..landscape import Landscape
@@ -185,33 +183,6 @@ def hf_landscape(
 
 
 # ---------------------------------------------------------------------------- Trainer callback
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON (non-finite floats become null, so the file is strict JSON)."""
-    if isinstance(value, float):
-        return _finite_or_none(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp",
-                                     delete=False) as handle:
-        json.dump(_jsonable(payload), handle, indent=2, allow_nan=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
-    return path
-
-
 class _LandscapeCallbackImpl:
     """Record Hessian eigenvalues and SMAD of a small landscape at chosen training steps.
 
@@ -369,7 +340,8 @@ class _LandscapeCallbackImpl:
 
     # ------------------------------------------------------------------ output
     def to_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write the settings and ``history`` as strict JSON (atomically; NaN/inf → null)."""
+        """Write the settings and ``history`` as strict JSON, atomically (NaN/inf as ``"nan"``/
+        ``"inf"``, see `landscaper._files`)."""
         payload = {
             "params": None if self.params is None else (
                 [self.params] if isinstance(self.params, str) else list(self.params)),
@@ -380,7 +352,7 @@ class _LandscapeCallbackImpl:
             "extent_unit": self.extent_unit,
             "history": self.history,
         }
-        return _write_json_atomic(path, payload)
+        return write_json(path, payload)
 
 
 def _build_callback_class() -> type:
