@@ -241,6 +241,7 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
     from . import Landscape, Objective, spectral_density, top_eigenpairs, trace
     from . import distributed as dist_utils
     from ._utils import format_bytes
+    from .directions import eigen_directions
     from .report import Report, Spectrum, add_jump_retrain, add_landscape, add_spectrum
     from .sampling import check_checkpoint
 
@@ -303,14 +304,12 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
          f"{tr.std_error:.2g}")
 
     done = _stage(f"{args.dims}-D Hessian landscape", quiet)
-    directions = eig.eigenvectors[: args.dims]
+    directions = eigen_directions(eig, args.dims)
     land = Landscape.compute(objective=objective, directions=directions, steps=args.steps,
                              extent=args.extent, extent_unit=args.extent_unit,
                              checkpoint=args.checkpoint, memory_budget=args.memory_budget,
                              progress=progress, description={"model": type(model).__name__},
                              distributed=None)  # every rank runs this: shard under torchrun
-    land.metadata["directions"]["eigenvalues"] = eig.eigenvalues[: args.dims].tolist()
-    land.metadata["directions"]["kind"] = "hessian"
     if not leader:  # the other ranks' part ends with the grid
         return out
     land.save(out / "landscape.npz")

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .objective import Objective, ParameterLayout
+
+if TYPE_CHECKING:
+    from .hessian import EigenResult
 
 
 class Normalization(str, Enum):
@@ -209,16 +212,24 @@ def _finish(vectors: torch.Tensor, objective: Objective, normalization: str, bia
     return vectors, orthonormal
 
 
+def eigen_directions(result: EigenResult, k: int | None = None, which: str = "LA"
+                     ) -> Directions:
+    """The first ``k`` eigenpairs of a `~landscaper.hessian.EigenResult` (all by default) as
+    Hessian directions: unit norm, orthonormal, with their eigenvalues."""
+    k = len(result.eigenvalues) if k is None else k
+    return Directions(result.eigenvectors[:k], "hessian", Normalization.UNIT.value, True,
+                      np.asarray(result.eigenvalues[:k], dtype=np.float64),
+                      {"n_hvp": result.n_hvp, "which": str(which),
+                       "converged": result.converged})
+
+
 def hessian_directions(objective: Objective, k: int = 2, which: str = "LA",
                        **eig_kwargs: Any) -> Directions:
     """The top-k Hessian eigenvectors (unit norm, orthonormal), with their eigenvalues."""
     from .hessian import top_eigenpairs
 
     check_direction_count(k, objective, "Hessian")
-    result = top_eigenpairs(objective, k, which, **eig_kwargs)
-    return Directions(result.eigenvectors, "hessian", Normalization.UNIT.value, True,
-                      result.eigenvalues, {"n_hvp": result.n_hvp, "which": str(which),
-                                           "converged": result.converged})
+    return eigen_directions(top_eigenpairs(objective, k, which, **eig_kwargs), which=which)
 
 
 def random_directions(

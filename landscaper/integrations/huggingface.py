@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .._files import write_json
-from ..directions import Directions, Normalization
+from ..directions import eigen_directions
 from ..hessian import top_eigenpairs
 from ..landscape import Landscape
 from ..objective import Objective, select_parameters
@@ -319,9 +319,7 @@ class _LandscapeCallbackImpl:
                               memory_budget=budget)
         k = min(max(self.k, self.dims), objective.num_params)
         eig = top_eigenpairs(objective, k, seed=self.seed)
-        dirs = Directions(eig.eigenvectors[: self.dims], "hessian", Normalization.UNIT.value,
-                          True, eig.eigenvalues[: self.dims],
-                          {"n_hvp": eig.n_hvp, "which": "LA", "converged": eig.converged})
+        dirs = eigen_directions(eig, self.dims)
         land = Landscape.compute(objective=objective, directions=dirs, steps=self.grid_steps,
                                  extent=self.extent, extent_unit=self.extent_unit,
                                  seed=self.seed, **self.landscape_kwargs)
