@@ -7,7 +7,7 @@ orthonormalisation are explicit options, never implicit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -88,6 +88,31 @@ class Directions:
             "norms": self.vectors.norm(dim=1).tolist(),
             **self.info,
         }
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any],
+                         vectors: torch.Tensor | np.ndarray) -> Directions:
+        """The `Directions` that `describe` gave ``description`` for, with its ``vectors``
+        (e.g. from a saved landscape)."""
+        derived = {"kind", "k", "normalization", "orthonormal", "eigenvalues", "norms"}
+        eigenvalues = description.get("eigenvalues")
+        return cls(torch.as_tensor(vectors), str(description.get("kind", "user")),
+                   str(description.get("normalization", Normalization.NONE.value)),
+                   bool(description.get("orthonormal", False)),
+                   None if eigenvalues is None else np.asarray(eigenvalues, dtype=np.float64),
+                   {k: v for k, v in description.items() if k not in derived})
+
+    def axis_label(self, i: int) -> str:
+        """How axis ``i`` of a landscape along these directions is labelled in figures."""
+        return axis_label(self.kind, self.eigenvalues, i)
+
+
+def axis_label(kind: str | None, eigenvalues: Sequence[float] | None, i: int) -> str:
+    """The figure label of direction ``i`` of a set of ``kind`` (Hessian directions show
+    their eigenvalue)."""
+    if kind == "hessian" and eigenvalues is not None and i < len(eigenvalues):
+        return f"direction {i} (λ={float(eigenvalues[i]):.3g})"
+    return f"direction {i}"
 
 
 def orthonormalize(vectors: torch.Tensor) -> torch.Tensor:
@@ -324,3 +349,25 @@ def user_directions(
     vectors, orthonormal = _finish(vectors, objective, str(Normalization(normalization).value),
                                    str(BiasMode(bias).value), orthogonalize)
     return Directions(vectors, "user", Normalization(normalization).value, orthonormal)
+
+
+@dataclass(frozen=True)
+class NamedDirections:
+    """A direction set that `Landscape.compute(directions=name)` builds from the objective.
+
+    Attributes:
+        label: how refusals name it (``"Hessian"``, ``"random"``).
+        make: ``make(objective, k, which=..., seed=...) -> Directions``.
+    """
+
+    label: str
+    make: Callable[..., Directions]
+
+
+#: The direction sets ``directions="..."`` names; a new kind is added here only.
+NAMED_DIRECTIONS: dict[str, NamedDirections] = {
+    "hessian": NamedDirections("Hessian", lambda objective, k, which, seed: hessian_directions(
+        objective, k, which, seed=seed)),
+    "random": NamedDirections("random", lambda objective, k, which, seed: random_directions(
+        objective, k, seed=seed)),
+}

@@ -205,6 +205,32 @@ def chunks_for_rank(items: Sequence[T], rank_: int | None = None,
 
 
 # ---------------------------------------------------------------------- data-parallel objective
+class _SumOverRanks(torch.autograd.Function):
+    """Σ over ranks in forward; each rank's term enters with weight 1, so backward passes the
+    gradient on unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, local: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(local)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class _SumGradientOverRanks(torch.autograd.Function):
+    """The identity on θ, whose backward sums the gradient over ranks: θ is the same on every
+    rank, so its gradient is the sum of every rank's part."""
+
+    @staticmethod
+    def forward(ctx: Any, theta: torch.Tensor) -> torch.Tensor:
+        return theta.view_as(theta)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(grad)
+
+
 class DistributedObjective(Objective):
     """An `Objective` over this rank's shard of the data, reduced over all ranks.
 
@@ -253,13 +279,34 @@ class DistributedObjective(Objective):
         digest = hashlib.sha256(payload).hexdigest()
         check_agree(digest, "parameter layout or θ₀")
 
+    holds_all_data = False
+
     def reduce_mean(self, local: torch.Tensor) -> torch.Tensor:
         """Turn a mean over this rank's samples into the mean over all samples (collective)."""
         return all_reduce_sum(local.detach() * self._share)
 
+    def together(self, compute: Callable[[], T]) -> T:
+        """Run ``compute`` on every rank; an error on one rank is raised on all of them."""
+        error, value = None, None
+        try:
+            value = compute()
+        except Exception as err:  # noqa: BLE001 - re-raised on every rank
+            error = err
+        raise_together(error)
+        return value
+
+    def lockstep(self, values: torch.Tensor) -> torch.Tensor:
+        """Rank 0's values on every rank (collective)."""
+        return broadcast_tensor(values)
+
     def __call__(self, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean loss over all ranks' samples at θ (a value: use `gradient` for ∇L)."""
-        return self.reduce_mean(super().__call__(theta))
+        """Mean loss over all ranks' samples at θ (collective), differentiable as the
+        `Objective`'s: ``backward`` is a collective too, and gives every rank the gradient of
+        the mean over all ranks' samples."""
+        theta = self.theta0 if theta is None else self._check_theta(theta)
+        if theta.requires_grad:
+            theta = _SumGradientOverRanks.apply(theta)
+        return _SumOverRanks.apply(super().__call__(theta) * self._share)
 
     def gradient(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """∇L(θ) of the mean loss over all ranks' samples."""

@@ -20,9 +20,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import torch
 
-from . import distributed as dist_utils
 from ._utils import check_count, format_bytes, parse_bytes
-from .distributed import DistributedObjective
 from .objective import Objective, ParameterLayout
 
 logger = logging.getLogger(__name__)
@@ -159,8 +157,6 @@ class HessianOperator:
                 "torch.float64")
         self.device = self.theta.device
         self.n_hvp = 0
-        #: whether every product is a collective over ranks (a `DistributedObjective`)
-        self.reduces = isinstance(objective, DistributedObjective)
         self._graph_checked = False
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
@@ -169,20 +165,16 @@ class HessianOperator:
         if v.shape[0] != self.shape[0]:
             raise ValueError(f"vector has length {v.shape[0]}, the Hessian is {self.shape}")
         obj = self.objective
-        if self.reduces:
-            # a failure on one rank (OOM, no second derivative) is raised on all of them
-            # before the reduction, so no rank is left waiting in it
-            error, out = None, None
-            try:
-                out = self._local_matvec(v)
-            except Exception as err:  # noqa: BLE001 - re-raised on every rank
-                error = err
-            dist_utils.raise_together(error)
-            out = obj.reduce_mean(out)
-        else:
-            out = self._local_matvec(v)
+        # the objective's reduction hooks (identities for one process): a failure in one
+        # process is raised in all of them before the reduction, so none waits in it
+        out = obj.reduce_mean(obj.together(lambda: self._local_matvec(v)))
         self.n_hvp += 1
         return out
+
+    def lockstep(self, values: torch.Tensor) -> torch.Tensor:
+        """The numbers every process running this operator decides on (see
+        `Objective.lockstep`)."""
+        return self.objective.lockstep(values)
 
     def _local_matvec(self, v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(self.theta)
@@ -403,10 +395,9 @@ class _Lanczos:
         beta = float(w.norm())
         packed = torch.cat([coefficients.double().cpu(), torch.tensor([beta],
                                                                        dtype=torch.float64)])
-        if self.op.reduces:
-            # every decision (convergence, restarts) follows from these numbers: rank 0's keep
-            # all ranks in lockstep even where their arithmetic differs in the last bits
-            packed = dist_utils.broadcast_tensor(packed)
+        # every decision (convergence, restarts) follows from these numbers: with several
+        # processes, rank 0's keep all of them in lockstep where their arithmetic differs
+        packed = self.op.lockstep(packed)
         column, beta = packed[:-1].numpy(), float(packed[-1])
         if not (np.all(np.isfinite(column)) and np.isfinite(beta)):
             raise ValueError("the Hessian-vector product is not finite at theta (NaN/inf in the "
@@ -622,7 +613,7 @@ class _Deflated:
     removed, where a repeated eigenvalue's remaining copies are extreme values."""
 
     def __init__(self, op: HessianOperator, vectors: torch.Tensor) -> None:
-        self.op, self.dtype, self.device, self.reduces = op, op.dtype, op.device, op.reduces
+        self.op, self.dtype, self.device, self.lockstep = op, op.dtype, op.device, op.lockstep
         q, _ = torch.linalg.qr(vectors.T)
         self.basis = q.T
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,39 +14,45 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed as dist_utils
 from . import io, topology
-from ._utils import check_count, to_numpy
+from ._utils import Stopwatch, check_count, to_numpy
 from .directions import (
+    NAMED_DIRECTIONS,
     Directions,
+    axis_label,
     check_direction_count,
-    hessian_directions,
-    random_directions,
     user_directions,
 )
-from .hessian import parse_which
-from .objective import Objective
-from .sampling import (
-    ExtentUnit,
-    axis_steps,
+from .grid import (
+    Execution,
+    GridRequest,
+    GridSpec,
     check_checkpoint,
-    check_checkpoint_path,
-    check_grid_size,
-    extent_ranges,
-    grid_axes,
+    executor_for,
     grid_coordinates,
     nearest_origin_index,
     origin_index,
-    parse_extent_unit,
-    refuse_sharded_data,
     report_nonfinite,
-    sample_grid,
+    require_all_data,
 )
+from .grid.axes import ExtentUnit
+from .hessian import parse_which
+from .objective import Objective
 
 logger = logging.getLogger(__name__)
 
 #: Directions are stored in saved files by default only below this size.
 STORE_DIRECTIONS_MAX_BYTES = 100 * 2**20
+
+#: The flat keyword options of `Landscape.compute`, by the group they fill.
+_GROUPS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "grid": (GridRequest, ("dims", "steps", "extent", "extent_unit")),
+    "execution": (Execution, ("memory_budget", "chunk_size", "points_per_chunk", "checkpoint",
+                              "progress", "distributed")),
+}
+_DIRECTION_OPTIONS = {"which": "LA", "seed": 0}
+_OBJECTIVE_OPTIONS = tuple(name for name in inspect.signature(Objective.__init__).parameters
+                           if name not in ("self", "model", "data", "loss_fn", "memory_budget"))
 
 
 def _library_version() -> str:
@@ -56,27 +61,37 @@ def _library_version() -> str:
     return __version__
 
 
-def _broadcast_directions(dirs: Directions) -> Directions:
-    """Rank 0's direction vectors (and eigenvalues) on every rank of a distributed run."""
-    layout = [list(dirs.vectors.shape), str(dirs.vectors.dtype), dirs.eigenvalues is None]
-    dist_utils.check_agree(repr(layout), "number, length or dtype of directions")
-    vectors = dist_utils.broadcast_tensor(dirs.vectors)
-    eigenvalues = dirs.eigenvalues
-    if eigenvalues is not None:
-        values = torch.as_tensor(np.asarray(eigenvalues, dtype=np.float64))
-        eigenvalues = dist_utils.broadcast_tensor(values).numpy()
-    return dataclasses.replace(dirs, vectors=vectors, eigenvalues=eigenvalues)
+def _grouped(grid: GridRequest | None, execution: Execution | None, options: dict[str, Any]
+             ) -> tuple[GridRequest, Execution, dict[str, Any], dict[str, Any]]:
+    """The grid request, the execution options, the direction options and the `Objective`
+    options from ``compute``'s grouped and flat keyword arguments."""
+    options = dict(options)
+    groups: dict[str, Any] = {}
+    for name, given in (("grid", grid), ("execution", execution)):
+        group, names = _GROUPS[name]
+        flat = {key: options.pop(key) for key in names if key in options}
+        if given is not None and flat:
+            raise TypeError(f"pass {', '.join(sorted(flat))} inside {name}=... or as keywords, "
+                            "not both")
+        groups[name] = given if given is not None else group(**flat)
+    chosen = {key: options.pop(key, default) for key, default in _DIRECTION_OPTIONS.items()}
+    unknown = sorted(set(options) - set(_OBJECTIVE_OPTIONS))
+    if unknown:
+        known = [n for _, names in _GROUPS.values() for n in names]
+        raise TypeError(f"Landscape.compute got unexpected keyword argument(s) {unknown}; it "
+                        f"takes {', '.join(known + list(_DIRECTION_OPTIONS))} and the Objective "
+                        f"options {', '.join(_OBJECTIVE_OPTIONS)}")
+    return groups["grid"], groups["execution"], chosen, options
 
 
-def _planned_dims(directions: Any, dims: Any) -> int | None:
+def _planned_dims(directions: Any, dims: int | None) -> int | None:
     """The grid dimension when it is known before the objective exists, checking ``dims`` and
     a direction name; None for direction arrays (counted once they are checked)."""
-    if dims is not None:
-        dims = check_count("dims", dims)
     if isinstance(directions, str):
-        if directions not in ("hessian", "random"):
-            raise ValueError(f"unknown directions {directions!r}: use 'hessian', 'random', a "
-                             "Directions object or a (k, P) array")
+        if directions not in NAMED_DIRECTIONS:
+            names = ", ".join(repr(n) for n in NAMED_DIRECTIONS)
+            raise ValueError(f"unknown directions {directions!r}: use {names}, a Directions "
+                             "object or a (k, P) array")
         return 2 if dims is None else dims
     if isinstance(directions, Directions):
         if dims is not None and dims > directions.k:
@@ -86,20 +101,28 @@ def _planned_dims(directions: Any, dims: Any) -> int | None:
     return None
 
 
-def _check_grid_request(steps: Any, extent: Any, k: int, memory_budget: int | str) -> int:
-    """Check steps and extent for a k-dimensional grid and its size against the budget, by
-    arithmetic before anything proportional to the grid; returns the number of points."""
-    n_points = check_grid_size(axis_steps(steps, k), memory_budget)
-    grid_axes(steps, extent, k)  # the axes themselves (one step on a range is refused)
-    return n_points
+def _given_directions(objective: Objective, directions: Any, dims: int | None) -> Directions:
+    """Directions passed as an object or an array, checked and cut to ``dims``."""
+    dirs = user_directions(objective, directions)
+    if dims is None:
+        return dirs
+    if dims > dirs.k:
+        raise ValueError(f"dims={dims} but only {dirs.k} directions were given; pass "
+                         f"dims<={dirs.k} or more directions")
+    return Directions(dirs.vectors[:dims], dirs.kind, dirs.normalization, dirs.orthonormal,
+                      None if dirs.eigenvalues is None else dirs.eigenvalues[:dims], dirs.info)
 
 
-def _jsonable_extent(extent: Any) -> Any:
-    if isinstance(extent, np.ndarray):
-        extent = extent.tolist()
-    if np.isscalar(extent):
-        return float(extent)
-    return [float(e) if np.isscalar(e) else [float(v) for v in e] for e in extent]
+def _checked_theta0_norm(objective: Objective, unit: ExtentUnit) -> float:
+    """‖θ₀‖, refused when a relative extent would scale with a zero or non-finite norm."""
+    theta_norm = float(objective.theta0.norm())
+    if unit is ExtentUnit.RELATIVE and not (np.isfinite(theta_norm) and theta_norm > 0):
+        raise ValueError(
+            f"a relative extent scales with ‖θ₀‖, which is {theta_norm:g} for the selected "
+            f"parameters ({len(objective.param_names)} tensors"
+            f"{', NaN/inf weights' if not np.isfinite(theta_norm) else ', all zero'}); pass "
+            "extent_unit=\"absolute\" with extents in direction units")
+    return theta_norm
 
 
 def _theta0_record(objective: Objective, loss: np.ndarray, axes: Sequence[np.ndarray]
@@ -129,11 +152,13 @@ class Landscape:
         metadata: JSON-friendly dict (directions, eigenvalues, extent and units, parameter
             subset, model/data description, library version, timings, non-finite counts).
         directions: (k, P) array of direction vectors, or None when not stored.
+        spec: the typed `GridSpec` behind the metadata (None when the directions are unknown).
     """
 
     def __init__(self, loss: np.ndarray, axes: Sequence[np.ndarray],
                  metadata: dict[str, Any] | None = None,
-                 directions: np.ndarray | torch.Tensor | None = None) -> None:
+                 directions: np.ndarray | torch.Tensor | None = None, *,
+                 spec: GridSpec | None = None) -> None:
         loss = np.array(loss, dtype=np.float64)  # own copy, read-only: topology is cached
         loss.setflags(write=False)
         axes = [np.asarray(a, dtype=np.float64).reshape(-1) for a in axes]
@@ -149,6 +174,9 @@ class Landscape:
         if isinstance(directions, torch.Tensor):
             directions = to_numpy(directions)
         self.directions = directions
+        #: the typed grid (`GridSpec`: `Directions` with kind and eigenvalues, axes, extent) of
+        #: a computed landscape, or of a loaded one whose directions were stored; else None
+        self.spec = spec
         self.metadata["nonfinite"] = report_nonfinite(loss)
         self._cache: dict[tuple[Any, ...], Any] = {}
 
@@ -169,161 +197,109 @@ class Landscape:
         loss_fn: Callable[..., torch.Tensor] | None = None,
         *,
         objective: Objective | None = None,
-        dims: int | None = None,
-        steps: int | Sequence[int] = 41,
-        extent: float | Sequence[Any] = 0.01,
-        extent_unit: str | ExtentUnit = "relative",
         directions: str | Directions | np.ndarray | torch.Tensor | Sequence[Any] = "hessian",
-        params: str | Sequence[str] | None = None,
-        which: str = "LA",
-        seed: int = 0,
-        checkpoint: str | os.PathLike[str] | None = None,
-        memory_budget: int | str = "2GiB",
-        chunk_size: int | None = None,
-        points_per_chunk: int | None = None,
-        progress: bool = True,
+        grid: GridRequest | None = None,
+        execution: Execution | None = None,
         description: str | dict[str, Any] | None = None,
         store_directions: bool | None = None,
-        distributed: bool | None = False,
-        **objective_kwargs: Any,
+        **options: Any,
     ) -> Landscape:
         """Sample the loss of a model on a grid around its parameters.
 
         Args:
             model, data, loss_fn: as for `Objective` (or pass ``objective=`` instead).
-            dims: grid dimension k (default 2, or the number of given directions).
-            steps: points per axis (one value or one per axis).
-            extent: half-width per axis (or ``(low, high)`` pairs), in ``extent_unit``.
-            extent_unit: ``"relative"`` (displacement up to extent·‖θ₀‖, Landscaper's
-                convention) or ``"absolute"`` (coordinates are direction multipliers).
             directions: ``"hessian"`` (top-k eigenvectors, default), ``"random"``
-                (filter-normalised), a `Directions`, or a (k, P) array / list of dicts.
-            params: parameter subset forming θ (names or shell patterns).
-            which: Hessian eigenvalue selection for ``"hessian"`` directions.
-            seed: seed for random directions and the Lanczos start vector.
-            checkpoint: folder making the run resumable.
-            memory_budget: bytes for batched evaluation (a string such as ``"4GiB"`` works).
-            chunk_size: parameter vectors per vmapped call (default: fastest within budget).
-            points_per_chunk: points per built-and-checkpointed chunk (default ≥ 256).
-            progress: show progress bars.
+                (filter-normalised; see `landscaper.directions.NAMED_DIRECTIONS`), a
+                `Directions`, or a (k, P) array / list of dicts.
+            grid: the `GridRequest` (``dims``, ``steps``, ``extent``, ``extent_unit``), or
+                give those as keywords: ``dims`` (default 2, or the number of given
+                directions), ``steps`` (points per axis, one value or one per axis, default
+                41), ``extent`` (half-width per axis or ``(low, high)`` pairs, default 0.01)
+                in ``extent_unit`` (``"relative"``: displacement up to extent·‖θ₀‖,
+                Landscaper's convention, the default; ``"absolute"``: direction multipliers).
+            execution: the `Execution` options (``memory_budget``, ``chunk_size``,
+                ``points_per_chunk``, ``checkpoint``, ``progress``, ``distributed``), or give
+                those as keywords. ``memory_budget`` defaults to the objective's ("2GiB" for
+                one built here). ``distributed=True`` shards the grid across an initialised
+                torch.distributed process group, all of whose ranks call this together
+                (None: when a group with several ranks exists; False, the default, works
+                alone); every rank computes the directions, uses rank 0's, and returns the
+                full landscape.
             description: free text or dict describing model and data, kept in metadata.
             store_directions: keep the direction vectors in the object and saved files
                 (default: when they take under 100 MiB).
-            distributed: True shards the grid across the ranks of an initialised
-                torch.distributed process group, all of which must call this together; None
-                does so when a group with several ranks exists; False (default) works alone.
-                Every rank computes the directions, then uses rank 0's (broadcast), and every
-                rank returns the full landscape; see `landscaper.sampling.sample_grid`.
-            **objective_kwargs: passed to `Objective` (``batch_loss``, ``allow_train_mode``).
+            **options: the keywords of ``grid`` and ``execution`` above; ``which`` (Hessian
+                eigenvalue selection, default ``"LA"``) and ``seed`` (random directions and
+                the Lanczos start vector, default 0); and, when the objective is built here,
+                ``params`` and the other `Objective` options (``batch_loss``,
+                ``allow_train_mode``, ``sample_count``, ``compute_dtype``).
+
+        Every argument is checked before the model is evaluated or a Hessian computed.
         """
-        # every argument is checked before the model is evaluated or a Hessian computed
-        which = str(parse_which(which).value)
-        unit = parse_extent_unit(extent_unit)
-        seed = check_count("seed", seed, minimum=0)
-        for name, value in (("chunk_size", chunk_size), ("points_per_chunk", points_per_chunk)):
-            if value is not None:
-                check_count(name, value)
+        request, execution, chosen, objective_kwargs = _grouped(grid, execution, options)
+        which = str(parse_which(chosen["which"]).value)
+        seed = check_count("seed", chosen["seed"], minimum=0)
+        execution.check()
         if store_directions is not None and not isinstance(store_directions, bool):
             raise TypeError(f"store_directions must be True, False or None, got "
                             f"{store_directions!r}")
-        k = _planned_dims(directions, dims)
-        if k is not None:  # the forms of steps and extent (the size once k <= P is known)
-            axis_steps(steps, k)
-            extent_ranges(extent, k)
-        if checkpoint is not None:
-            check_checkpoint_path(checkpoint)
-        if objective is None:
-            if model is None or data is None:
-                raise ValueError("pass model and data (and loss_fn), or objective=Objective(...)")
-            objective = Objective(model, data, loss_fn, params, memory_budget=memory_budget,
-                                  **objective_kwargs)
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        refuse_sharded_data(objective)  # before any Hessian work
+        request.check_forms(None)
+        k = _planned_dims(directions, request.dims)
+        request.check_forms(k)  # the forms of steps and extent (the size once k <= P is known)
+        objective = cls._objective(model, data, loss_fn, objective, execution, objective_kwargs)
+        watch = Stopwatch()
+        require_all_data(objective)  # before any Hessian work
         given = None
         if isinstance(directions, str):
-            check_direction_count(k, objective, {"hessian": "Hessian"}.get(directions,
-                                                                          directions))
+            check_direction_count(k, objective, NAMED_DIRECTIONS[directions].label)
         else:
-            given = cls._given_directions(objective, directions, dims)
+            given = _given_directions(objective, directions, request.dims)
             k = given.k
-        n_points = _check_grid_request(steps, extent, k, memory_budget)
-        theta_norm = float(objective.theta0.norm())
-        if unit is ExtentUnit.RELATIVE and not (np.isfinite(theta_norm) and theta_norm > 0):
-            raise ValueError(
-                f"a relative extent scales with ‖θ₀‖, which is {theta_norm:g} for the selected "
-                f"parameters ({len(objective.param_names)} tensors"
-                f"{', NaN/inf weights' if not np.isfinite(theta_norm) else ', all zero'}); pass "
-                "extent_unit=\"absolute\" with extents in direction units")
-        sharded = dist_utils.use_distributed(distributed)
-        if checkpoint is not None:  # rank 0 reads it alone, so that all ranks agree
-            check = lambda: check_checkpoint(checkpoint, objective, n_points)  # noqa: E731
-            dist_utils.on_rank0(check) if sharded else check()
-        if given is not None:
-            dirs = given
-        elif sharded:  # one rank's failure stops every rank before the broadcast
-            error = None
-            try:
-                dirs = cls._computed_directions(objective, directions, k, which, seed)
-            except Exception as err:  # noqa: BLE001 - re-raised on every rank
-                error = err
-            dist_utils.raise_together(error)
-        else:
-            dirs = cls._computed_directions(objective, directions, k, which, seed)
-        if sharded:
-            dirs = _broadcast_directions(dirs)
-        timings["directions_s"] = time.perf_counter() - start
-        vectors = dirs.vectors
-        norms = vectors.norm(dim=1).tolist()
-        axes = grid_axes(steps, extent, dirs.k, unit=unit, theta0_norm=theta_norm,
-                         direction_norms=norms)
-        start = time.perf_counter()
-        loss = sample_grid(objective, vectors, axes, chunk_size=chunk_size,
-                           points_per_chunk=points_per_chunk, memory_budget=memory_budget,
-                           checkpoint=checkpoint, progress=progress, distributed=sharded)
-        timings["grid_s"] = time.perf_counter() - start
+        n_points = request.check_size(k, execution.budget(objective))
+        theta_norm = _checked_theta0_norm(objective, request.unit)
+        executor = executor_for(execution.distributed)
+        if execution.checkpoint is not None:  # rank 0 reads it alone, so that all ranks agree
+            executor.on_leader(lambda: check_checkpoint(execution.checkpoint, objective,
+                                                        n_points))
+        dirs = executor.share_directions(lambda: given if given is not None else (
+            NAMED_DIRECTIONS[directions].make(objective, k, which=which, seed=seed)))
+        timings = {"directions_s": watch.seconds}
+        spec = GridSpec.build(dirs, request, theta_norm)
+        watch = Stopwatch()
+        loss = executor.run(objective, spec, execution).reshape(spec.shape)
+        timings["grid_s"] = watch.seconds
         timings["points_per_s"] = loss.size / max(timings["grid_s"], 1e-12)
         metadata = {
             "source": "compute",
             "library_version": _library_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "directions": dirs.describe(),
-            "extent": _jsonable_extent(extent),
-            "extent_unit": unit.value,
-            "extent_ranges": [list(r) for r in extent_ranges(extent, dirs.k)],
-            "theta0_norm": theta_norm,
-            "theta0": _theta0_record(objective, loss, axes),
+            **spec.describe(),
+            "theta0": _theta0_record(objective, loss, spec.axes),
             "objective": objective.describe(),
             "description": description,
             "timings": timings,
+            **executor.describe(),
         }
-        if sharded:
-            metadata["world_size"] = dist_utils.world_size()
+        vectors = dirs.vectors
         if store_directions is None:
-            size = vectors.numel() * vectors.element_size()
-            store_directions = size <= STORE_DIRECTIONS_MAX_BYTES
-        return cls(loss, axes, metadata, vectors if store_directions else None)
+            store_directions = vectors.numel() * vectors.element_size() <= (
+                STORE_DIRECTIONS_MAX_BYTES)
+        return cls(loss, spec.axes, metadata, vectors if store_directions else None, spec=spec)
 
     @staticmethod
-    def _computed_directions(objective: Objective, directions: str, k: int, which: str,
-                             seed: int) -> Directions:
-        if directions == "hessian":
-            return hessian_directions(objective, k, which, seed=seed)
-        return random_directions(objective, k, seed=seed)
-
-    @staticmethod
-    def _given_directions(objective: Objective, directions: Any, dims: int | None
-                          ) -> Directions:
-        dirs = user_directions(objective, directions)
-        if dims is not None:
-            if dims > dirs.k:
-                raise ValueError(f"dims={dims} but only {dirs.k} directions were given; pass "
-                                 f"dims<={dirs.k} or more directions")
-            dirs = Directions(dirs.vectors[:dims], dirs.kind, dirs.normalization,
-                              dirs.orthonormal,
-                              None if dirs.eigenvalues is None else dirs.eigenvalues[:dims],
-                              dirs.info)
-        return dirs
+    def _objective(model: nn.Module | None, data: Any, loss_fn: Any,
+                   objective: Objective | None, execution: Execution,
+                   objective_kwargs: dict[str, Any]) -> Objective:
+        """The objective given, or one built from the model (with the run's memory budget)."""
+        if objective is not None:
+            if objective_kwargs:
+                raise TypeError(f"{', '.join(sorted(objective_kwargs))} apply when the "
+                                "objective is built here; pass them to Objective(...) instead")
+            return objective
+        if model is None or data is None:
+            raise ValueError("pass model and data (and loss_fn), or objective=Objective(...)")
+        budget = "2GiB" if execution.memory_budget is None else execution.memory_budget
+        return Objective(model, data, loss_fn, memory_budget=budget, **objective_kwargs)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -339,8 +315,23 @@ class Landscape:
     @property
     def eigenvalues(self) -> np.ndarray | None:
         """Hessian eigenvalues of the directions, when they are Hessian directions."""
-        values = self.metadata.get("directions", {}).get("eigenvalues")
+        if self.spec is not None:
+            values = self.spec.directions.eigenvalues
+        else:
+            values = self.metadata.get("directions", {}).get("eigenvalues")
         return None if values is None else np.asarray(values, dtype=np.float64)
+
+    @property
+    def direction_kind(self) -> str | None:
+        """What the directions are (``"hessian"``, ``"random"``, ``"pca"``, ``"user"``), or
+        None when unknown."""
+        if self.spec is not None:
+            return self.spec.directions.kind
+        return self.metadata.get("directions", {}).get("kind")
+
+    def axis_label(self, i: int) -> str:
+        """The figure label of axis ``i`` (Hessian directions show their eigenvalue)."""
+        return axis_label(self.direction_kind, self.eigenvalues, i)
 
     @property
     def theta0_index(self) -> tuple[int, ...] | None:
@@ -378,7 +369,15 @@ class Landscape:
         """Read a file written by `save` (never unpickles anything)."""
         loss, axes, metadata, directions = io.load_landscape(path)
         metadata.pop("format_version", None)
-        return cls(loss, axes, metadata, directions)
+        spec = None
+        described = metadata.get("directions")
+        unit = metadata.get("extent_unit", ExtentUnit.ABSOLUTE.value)
+        if (directions is not None and isinstance(described, dict)
+                and unit in {u.value for u in ExtentUnit}):
+            spec = GridSpec(Directions.from_description(described, directions), tuple(axes),
+                            metadata.get("extent"), ExtentUnit(unit),
+                            metadata.get("theta0_norm"))
+        return cls(loss, axes, metadata, directions, spec=spec)
 
     # ------------------------------------------------------------------ plots
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:

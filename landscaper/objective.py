@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ._utils import format_bytes, parse_bytes, progress_bar
+from ._utils import parse_bytes, progress_bar
 from .batches import (
     Batch,
     SampleCount,
@@ -225,6 +225,11 @@ def _rng_states(device: torch.device) -> list[torch.Tensor]:
     return states
 
 
+def _moved(name: str, new: str) -> None:
+    warnings.warn(f"Objective.{name} is deprecated: grid planning moved to {new}",
+                  DeprecationWarning, stacklevel=3)
+
+
 def _same_value(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bitwise equality of two loss values (NaN equals NaN)."""
     a, b = a.detach().reshape(-1), b.detach().reshape(-1)
@@ -341,8 +346,6 @@ class Objective:
         self.num_samples = None if counts is None else sum(counts)
         self.weights = [1.0] if counts is None else [c / self.num_samples for c in counts]
         self._vmap_ok = True
-        self._bytes_per_point: int | None = None
-        self._tuned_chunk: tuple[int, float] | None = None
         self._check_first_evaluation()
 
     def _computed(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -473,6 +476,26 @@ class Objective:
             **({"nonfinite_theta0": dict(self.nonfinite_theta0)} if self.nonfinite_theta0 else {}),
         }
 
+    # ------------------------------------------------------------------ reduction hooks
+    #: Whether this process holds all the data (a grid evaluates every point on all of it);
+    #: False for an objective over one shard of the data (`DistributedObjective`).
+    holds_all_data = True
+
+    def reduce_mean(self, local: torch.Tensor) -> torch.Tensor:
+        """Turn a mean over this process's samples into the mean over all samples: the
+        identity here; an objective over a shard of the data combines the shards."""
+        return local
+
+    def together(self, compute: Callable[[], Any]) -> Any:
+        """Run ``compute``: the hook where an objective spread over several processes makes
+        one process's error every process's error (so none waits in a reduction)."""
+        return compute()
+
+    def lockstep(self, values: torch.Tensor) -> torch.Tensor:
+        """The values every process decides on: this process's own here; one spread over
+        several processes uses rank 0's, so their decisions never diverge in the last bit."""
+        return values
+
     # ------------------------------------------------------------------ evaluation
     def _call_model(self, theta: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         params = dict(self._fixed_params)
@@ -546,87 +569,35 @@ class Objective:
             raise ValueError(f"theta must be real, got dtype {theta.dtype}")
         return theta.to(device=self.device, dtype=self.dtype)
 
-    # ------------------------------------------------------------------ batched evaluation
+    # ------------------------------------------------------------------ planning (moved)
     def bytes_per_point(self) -> int:
-        """Estimated memory of evaluating one θ inside a vmapped chunk.
+        """Deprecated: use `landscaper.grid.plan.bytes_per_point` (grid planning left the
+        objective)."""
+        from .grid import plan
 
-        One copy of θ plus the outputs of every submodule on the largest batch (an upper
-        bound on live activations), measured once with forward hooks.
-        """
-        if self._bytes_per_point is None:
-            activation = 0
-
-            def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-                nonlocal activation
-                stack = [output]
-                while stack:
-                    item = stack.pop()
-                    if isinstance(item, torch.Tensor):
-                        activation += item.numel() * item.element_size()
-                    elif isinstance(item, Mapping):
-                        stack.extend(item.values())
-                    elif isinstance(item, (list, tuple)):
-                        stack.extend(item)
-
-            largest = max(range(len(self.batches)), key=lambda i: self.weights[i])
-            handles = [m.register_forward_hook(hook) for m in self.model.modules()]
-            try:
-                with torch.no_grad():
-                    self.loss_on(self.theta0, self.batches[largest])
-            finally:
-                for h in handles:
-                    h.remove()
-            itemsize = self.theta0.element_size()
-            self._bytes_per_point = int(self.num_params * itemsize + activation)
-        return self._bytes_per_point
+        _moved("bytes_per_point", "landscaper.grid.plan.bytes_per_point(objective)")
+        return plan.bytes_per_point(self)
 
     def chunk_size(self, memory_budget: int | str | None = None) -> int:
-        """How many parameter vectors one vmapped call may take within the memory budget."""
-        budget = self.memory_budget if memory_budget is None else parse_bytes(memory_budget)
-        per_point = self.bytes_per_point()
-        if per_point > budget:
-            raise MemoryError(
-                f"one evaluation needs about {format_bytes(per_point)} but the memory budget is "
-                f"{format_bytes(budget)}; raise memory_budget, use smaller batches, or select "
-                "fewer parameters with params=[...]"
-            )
-        return max(1, budget // per_point)
+        """Deprecated: use `landscaper.grid.plan.max_chunk_size`."""
+        from .grid import plan
+
+        _moved("chunk_size", "landscaper.grid.plan.max_chunk_size(objective, budget)")
+        return plan.max_chunk_size(self, memory_budget)
 
     def tune_chunk_size(self, max_chunk: int, max_points: int = 512) -> tuple[int, float]:
-        """The fastest vmap chunk among 1, 4, 16, … up to ``max_chunk``, and its seconds/point.
+        """Deprecated: use `landscaper.grid.plan.tune_chunk_size`."""
+        from .grid import plan
 
-        Measured on copies of θ₀, spending at most about ``max_points`` evaluations; chunk 1
-        means plain sequential calls. On CPUs a large vmapped batch is often slower per point
-        than a small one (or than no vmap at all), so the memory bound alone is a poor choice.
-        The result is cached on the objective.
-        """
-        if self._tuned_chunk is not None and self._tuned_chunk[0] <= max_chunk:
-            return self._tuned_chunk
-        candidates = [1]
-        while candidates[-1] * 4 <= max_chunk:
-            candidates.append(candidates[-1] * 4)
-        best_chunk, best_time, spent = 1, float("inf"), 0
-        with torch.no_grad():
-            self._evaluate_block(self.theta0[None], vectorize=False)  # warm-up
-            for chunk in candidates:
-                reps = max(1, 8 // chunk)
-                if chunk > 1 and (spent + chunk * reps > max_points or not self._vmap_ok):
-                    break
-                block = self.theta0.expand(chunk, -1)
-                if chunk > 1:
-                    self._evaluate_block(block, vectorize=True)  # warm-up of this shape
-                start = time.perf_counter()
-                for _ in range(reps):
-                    self._evaluate_block(block, vectorize=True)
-                per_point = (time.perf_counter() - start) / (chunk * reps)
-                spent += chunk * (reps + int(chunk > 1))
-                if per_point < best_time:
-                    best_chunk, best_time = chunk, per_point
-                elif per_point > 1.5 * best_time:
-                    break
-        logger.info("chunk size %d is fastest (%.3g ms per point)", best_chunk, 1e3 * best_time)
-        self._tuned_chunk = (best_chunk, best_time)
-        return self._tuned_chunk
+        _moved("tune_chunk_size", "landscaper.grid.plan.tune_chunk_size(objective, ...)")
+        return plan.tune_chunk_size(self, max_chunk, max_points)
+
+    # ------------------------------------------------------------------ batched evaluation
+    @property
+    def vectorizes(self) -> bool:
+        """Whether `batch` evaluates several θ in one vmapped call (False once vmap failed on
+        this model: it then evaluates one θ at a time)."""
+        return self._vmap_ok
 
     def _loss_all(self, theta: torch.Tensor) -> torch.Tensor:
         total = None
@@ -649,8 +620,10 @@ class Objective:
         evaluated together with :func:`torch.func.vmap`; a model that vmap cannot batch falls
         back to one vector at a time (logged once).
         """
+        from .grid.plan import max_chunk_size
+
         thetas = self._check_theta(thetas, batched=True)
-        chunk = chunk_size or self.chunk_size()
+        chunk = chunk_size or max_chunk_size(self)
         out = torch.empty(thetas.shape[0], dtype=self.dtype, device=self.device)
         bar = progress_bar(thetas.shape[0], "loss", progress)
         with torch.no_grad(), bar:

@@ -32,6 +32,9 @@ from torch import nn
 
 from landscaper import Landscape, Objective, random_directions, sampling, top_eigenpairs
 from landscaper.distributed import DistributedError, DistributedObjective
+from landscaper.grid import execute as grid_execute
+from landscaper.grid import plan as grid_plan
+from landscaper.grid import store as grid_store
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="this torch build has no torch.distributed with gloo")
@@ -172,7 +175,7 @@ def grids_and_hessian_rank(rank: int, out: Path) -> None:
     # (c) auto-tuned chunking: rank 1 would choose vmaps of 3 (rank 0 measures powers of 4)
     objective = Objective(model, data, F.cross_entropy)
     if rank == 1:
-        objective.tune_chunk_size = lambda most, max_points=512: (3, 1.0)
+        grid_plan.tune_chunk_size = lambda objective, most, max_points=512: (3, 1.0)
     loss = sampling.sample_grid(objective, grid_directions(objective),
                                 sampling.grid_axes(TUNED_STEPS, 0.3, 2), progress=False,
                                 checkpoint=out / "tuned.ckpt", distributed=True)
@@ -193,6 +196,9 @@ def grids_and_hessian_rank(rank: int, out: Path) -> None:
     save_array(out / f"eig_{rank}.npy", eig.eigenvalues)
     save_array(out / f"grad_{rank}.npy", shard.gradient().numpy())
     save_array(out / f"value_{rank}.npy", np.array([float(shard())]))
+    theta = shard.theta0.clone().requires_grad_(True)
+    shard(theta).backward()  # differentiable like Objective.__call__ (a collective backward)
+    save_array(out / f"autograd_{rank}.npy", theta.grad.numpy())
     save_array(out / f"batch_{rank}.npy",
                shard.batch(shard.theta0 + 0.1 * torch.ones(2, shard.num_params)).numpy())
     json.dump({"num_samples": shard.num_samples, "n_hvp": eig.n_hvp},
@@ -270,6 +276,8 @@ def test_two_ranks_equal_one_process(tmp_path, one_thread):
                                    rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(np.load(out / f"value_{rank}.npy"), [float(full())],
                                    rtol=1e-12)
+        np.testing.assert_allclose(np.load(out / f"autograd_{rank}.npy"),
+                                   full.gradient().numpy(), rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(np.load(out / f"batch_{rank}.npy"), full.batch(thetas),
                                    rtol=1e-12)
         assert json.loads((out / f"info_{rank}.json").read_text())["num_samples"] == 40
@@ -299,13 +307,13 @@ def killed_rank(rank: int, out: Path) -> None:
 
 def resumed_ranks(rank: int, out: Path) -> None:
     evaluated = []
-    evaluate = sampling._evaluate_chunk
+    evaluate = grid_execute.evaluate_chunk
 
-    def recording(objective, directions, axes_t, shape, start, stop, vmap_chunk):
+    def recording(objective, spec, vectors, start, stop, vmap_chunk):
         evaluated.append(start)
-        return evaluate(objective, directions, axes_t, shape, start, stop, vmap_chunk)
+        return evaluate(objective, spec, vectors, start, stop, vmap_chunk)
 
-    sampling._evaluate_chunk = recording
+    grid_execute.evaluate_chunk = recording
     model, data = grid_case()
     directions = grid_directions(Objective(model, data, F.cross_entropy))
     try:  # a checkpoint of another grid is refused on every rank
@@ -337,9 +345,9 @@ def test_killed_rank_loses_one_chunk_and_any_rank_count_resumes(tmp_path, one_th
     single = tmp_path / "single"
     shutil.copytree(out, single)
     evaluated = []
-    evaluate = sampling._evaluate_chunk
-    monkeypatch.setattr(sampling, "_evaluate_chunk",
-                        lambda *a: evaluated.append(a[4]) or evaluate(*a))
+    evaluate = grid_execute.evaluate_chunk
+    monkeypatch.setattr(grid_execute, "evaluate_chunk",
+                        lambda *a: evaluated.append(a[3]) or evaluate(*a))
     resumed = compute_landscape(directions, checkpoint=single / "ckpt", **CHUNKING).loss
     assert same_bits(resumed, reference) and evaluated == [30, 50]
     monkeypatch.undo()
@@ -425,7 +433,7 @@ def test_other_ranks_wait_briefly_for_rank0_checkpoint_meta(tmp_path, monkeypatc
     """A rank that does not see meta.json yet (NFS attribute caching) polls before giving up."""
     import threading
 
-    monkeypatch.setattr(sampling, "META_WAIT_S", 2.0)
+    monkeypatch.setattr(grid_store, "META_WAIT_S", 2.0)
     folder = tmp_path / "ckpt"
     args = ("f" * 64, 4, 8, 63)
     writer = threading.Timer(0.5, lambda: sampling.GridCheckpoint(folder, *args))
@@ -435,6 +443,6 @@ def test_other_ranks_wait_briefly_for_rank0_checkpoint_meta(tmp_path, monkeypatc
     finally:
         writer.join()
     assert (late.chunk_size, late.points_per_chunk) == (4, 8)
-    monkeypatch.setattr(sampling, "META_WAIT_S", 0.3)
+    monkeypatch.setattr(grid_store, "META_WAIT_S", 0.3)
     with pytest.raises(FileNotFoundError, match="shared by all ranks"):
         sampling.GridCheckpoint(tmp_path / "never", *args, create=False)
