@@ -9,7 +9,8 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -92,3 +93,17 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
     if int(value) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
     return int(value)
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_choice(choices: type[E], value: Any, name: str) -> E:
+    """The member of the string enum ``choices`` named by ``value``, or an error listing the
+    valid names (``"which must be 'LA', 'LM' or 'SA', got 'XX'"``)."""
+    try:
+        return choices(value)
+    except ValueError:
+        names = [repr(str(member.value)) for member in choices]
+        listed = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise ValueError(f"{name} must be {listed}, got {value!r}") from None

@@ -20,7 +20,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import torch
 
-from ._utils import check_count, format_bytes, parse_bytes
+from ._utils import check_count, format_bytes, parse_bytes, parse_choice
 from .objective import Objective, ParameterLayout
 
 logger = logging.getLogger(__name__)
@@ -46,10 +46,7 @@ class Which(str, Enum):
 
 def parse_which(which: str | Which) -> Which:
     """The `Which` named by ``which``, or an error listing the valid names."""
-    try:
-        return Which(which)
-    except ValueError:
-        raise ValueError(f"which must be 'LA', 'LM' or 'SA', got {which!r}") from None
+    return parse_choice(Which, which, "which")
 
 
 class Method(str, Enum):

@@ -14,28 +14,25 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import check_count, format_bytes, parse_bytes
+from .._utils import check_count, format_bytes, parse_bytes, parse_choice
 
 
 class ExtentUnit(str, Enum):
     """How a grid's extent is measured.
 
     Members:
-        absolute: the axis coordinates aᵢ run over ±extent (θ = θ₀ + Σ aᵢ dᵢ).
         relative: the displacement along each direction reaches ±extent·‖θ₀‖ (Landscaper's
             ``distance``), i.e. aᵢ runs over ±extent·‖θ₀‖/‖dᵢ‖.
+        absolute: the axis coordinates aᵢ run over ±extent (θ = θ₀ + Σ aᵢ dᵢ).
     """
 
-    ABSOLUTE = "absolute"
     RELATIVE = "relative"
+    ABSOLUTE = "absolute"
 
 
 def parse_extent_unit(unit: str | ExtentUnit) -> ExtentUnit:
     """The `ExtentUnit` named by ``unit``, or an error listing the valid names."""
-    try:
-        return ExtentUnit(unit)
-    except ValueError:
-        raise ValueError(f"extent_unit must be 'relative' or 'absolute', got {unit!r}") from None
+    return parse_choice(ExtentUnit, unit, "extent_unit")
 
 
 def _is_number(value: Any) -> bool:
