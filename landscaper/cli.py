@@ -573,13 +573,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .report import landscape_metrics
+    from .summaries import names, summarize
     from .topology import bottleneck_distance
 
     lands = [_load_landscape(p) for p in (args.a, args.b)]
-    rows = [landscape_metrics(land) for land in lands]
-    keys = ["shape", "loss_min", "loss_max", "minima", "smad", "smad_normalized",
-            "total_persistence_d0", "eigenvalues_of_axes"]
+    rows = [summarize(land, "compare") for land in lands]
+    keys = names("compare")
     result = {"a": str(args.a), "b": str(args.b), "metrics": {k: [r[k] for r in rows]
                                                              for k in keys},
               "bottleneck_distance_d0": bottleneck_distance(lands[0].persistence(),
