@@ -20,14 +20,15 @@ import logging
 import os
 import re
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, pipeline
+from ._utils import Stopwatch
+from .pipeline import AnalysisConfig, _one_line
 
 logger = logging.getLogger("landscaper.cli")
 
@@ -43,23 +44,15 @@ class UsageError(Exception):
 
 
 # ---------------------------------------------------------------------- one-line errors
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-
-
-def _one_line(text: str, limit: int = 1000) -> str:
-    """``text`` without ANSI escape codes, as one line: its first non-empty line, or, when that
-    line ends in a colon (as "Error(s) in loading state_dict for X:"), all of them joined."""
-    lines = [line.strip() for line in _ANSI.sub("", str(text)).splitlines() if line.strip()]
-    if not lines:
-        return ""
-    line = lines[0]
-    if line.endswith(":") and len(lines) > 1:
-        line = f"{line} {'; '.join(lines[1:])}"
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 #: Library hints that name Python keyword arguments, in the CLI's options (applied in order).
 _CLI_HINTS: list[tuple[re.Pattern[str], str]] = [(re.compile(a), b) for a, b in [
+    (r"^device (\S+): cannot move the model there", r"--device \1: cannot move the model there"),
+    (r"^dims=(\d+) exceeds the (\d+) parameters in θ; pass dims <=",
+     r"--dims \1 exceeds the \2 parameters in θ; pass --dims <="),
+    (r"^k=(\d+) asks for more eigenvalues than the (\d+) parameters in θ; pass k <=",
+     r"-k \1 asks for more eigenvalues than the \2 parameters in θ; pass -k <="),
+    (r"but memory_budget is (.+?); raise memory_budget, pass smaller batches,",
+     r"but --memory-budget is \1; raise --memory-budget, give the factory smaller batches,"),
     (r'use method="arpack" with a small ncv, raise memory_budget, or lower max_iter',
      "raise --memory-budget, or ask for fewer eigenvalues with a smaller -k"),
     (r"pass 1 <= dims \(k\) <= (\d+), or select more parameters with params=\[\.\.\.\]",
@@ -165,12 +158,18 @@ def _silenced(quiet: bool) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _print_stage(name: str, seconds: float, summary: str) -> None:
+    """A finished stage as the line "[  1.2 s] name: summary"."""
+    print(f"[{seconds:6.1f} s] {name}: {summary}", flush=True)
+
+
 def _stage(name: str, quiet: bool) -> Callable[[str], None]:
-    start = time.perf_counter()
+    """Start timing stage ``name``; the returned ``done(summary)`` prints its line."""
+    watch = Stopwatch()
 
     def done(summary: str) -> None:
         if not quiet:
-            print(f"[{time.perf_counter() - start:6.1f} s] {name}: {summary}", flush=True)
+            _print_stage(name, watch.seconds, summary)
 
     return done
 
@@ -225,118 +224,42 @@ def _check_request(args: argparse.Namespace, ranked: bool) -> None:
         check_grid_size([args.steps] * args.dims, args.memory_budget)
 
 
+def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
+    """The `AnalysisConfig` of parsed ``demo``/``analyze`` arguments (defaults filled in)."""
+    return AnalysisConfig(
+        dims=args.dims, steps=args.steps, extent=args.extent, extent_unit=args.extent_unit,
+        k=args.k, seed=args.seed, trace_probes=args.trace_probes, slq_probes=args.slq_probes,
+        slq_steps=args.slq_steps, params=args.params, device=args.device,
+        memory_budget=args.memory_budget, checkpoint=args.checkpoint, jr_seeds=args.jr_seeds,
+        jr_epochs=args.jr_epochs, jr_steps=args.jr_steps, jr_k=args.jr_k, out=Path(args.out),
+        progress=not args.quiet)
+
+
+def _run(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace, *,
+         accuracy_fn: Any = None, train: dict[str, Any] | None = None) -> Path:
+    """The pipeline with the CLI's progress lines; its refusals of bad input (before any
+    Hessian work) become `UsageError` (exit 2)."""
+    config = config_from_args(args)
+    with _input_errors():
+        objective = pipeline.prepare_objective(model, data, loss_fn, config)
+    result = pipeline.run_analysis(model, data, loss_fn, config, accuracy_fn=accuracy_fn,
+                                   train=train, on_stage=None if args.quiet else _print_stage,
+                                   objective=objective)
+    return result.out
+
+
 def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
                  accuracy_fn: Any = None, train: dict[str, Any] | None = None) -> Path:
-    """Spectrum, landscape, topology and (optionally) J&R, written as a report.
+    """Deprecated: use `landscaper.pipeline.run_analysis` with an `AnalysisConfig`
+    (`config_from_args` turns parsed arguments into one).
 
-    Bad input (data or a loss the model cannot take, ``--params`` that match nothing, a
-    mismatched ``--checkpoint``, a grid or evaluation the memory budget cannot hold, ``-k``
-    larger than θ) is refused before any Hessian work, as `UsageError` (exit 2).
-
-    In a distributed run every rank computes the spectrum and its share of the grid; only rank
-    0 goes on to topology and J&R and writes the report.
+    Runs the analysis of parsed ``demo``/``analyze`` arguments as the CLI does, bad input
+    raised as `UsageError`; returns the report folder.
     """
-    import numpy as np
-
-    from . import Landscape, Objective, spectral_density, top_eigenpairs, trace
-    from . import distributed as dist_utils
-    from ._utils import format_bytes
-    from .directions import eigen_directions
-    from .report import Report, Spectrum, add_jump_retrain, add_landscape, add_spectrum
-    from .sampling import check_checkpoint
-
-    out = Path(args.out)
-    leader = dist_utils.rank() == 0
-    quiet = args.quiet or not leader
-    progress = not quiet
-    # the CLI built this model itself; batches follow it
-    try:
-        model = model.to(dist_utils.local_device(args.device))
-    except RuntimeError as err:
-        raise UsageError(f"--device {args.device}: cannot move the model there "
-                         f"({_one_line(str(err))})") from err
-    with _input_errors():
-        try:
-            objective = Objective(model, data, loss_fn, args.params or None,
-                                  memory_budget=args.memory_budget)
-        except RuntimeError as err:  # the model or the loss cannot take the data
-            raise UsageError(f"the loss at θ₀ cannot be computed on the data "
-                             f"({type(err).__name__}: {_one_line(str(err), 300)}); check that "
-                             "the data fit the model and the loss function") from err
-        p = objective.num_params
-        if args.dims > p:
-            raise UsageError(f"--dims {args.dims} exceeds the {p} parameters in θ; pass "
-                             f"--dims <= {p} or select more parameters with --params")
-        if args.k > p:
-            raise UsageError(f"-k {args.k} asks for more eigenvalues than the {p} parameters "
-                             f"in θ; pass -k <= {p} or select more parameters with --params")
-        n_points = args.steps ** args.dims
-        per_point = objective.bytes_per_point()  # one forward on the largest batch, no HVP
-        if per_point + 8 * n_points > args.memory_budget:
-            raise UsageError(f"one grid evaluation needs about {format_bytes(per_point)} (and "
-                             f"the loss array {format_bytes(8 * n_points)}) but --memory-budget "
-                             f"is {format_bytes(args.memory_budget)}; raise --memory-budget, "
-                             "give the factory smaller batches, or select fewer parameters "
-                             "with --params")
-        if args.checkpoint is not None:
-            check = lambda: check_checkpoint(args.checkpoint, objective, n_points)  # noqa: E731
-            dist_utils.on_rank0(check) if dist_utils.world_size() > 1 else check()
-    report = Report(out)
-    report.metrics["settings"] = {
-        "dims": args.dims, "steps": args.steps, "extent": args.extent,
-        "extent_unit": args.extent_unit, "params": args.params, "k": args.k,
-        "memory_budget": args.memory_budget,
-        "num_params": objective.num_params, "num_samples": objective.num_samples,
-        "device": str(objective.device),
-    }
-    done = _stage("Hessian spectrum", quiet)
-    eig = top_eigenpairs(objective, k=max(args.k, args.dims), seed=args.seed,
-                         memory_budget=args.memory_budget)
-    tr = trace(objective, n_probes=args.trace_probes, seed=args.seed)
-    slq = spectral_density(objective, n_probes=args.slq_probes, n_steps=args.slq_steps,
-                           seed=args.seed)
-    grid = np.linspace(slq.nodes.min() - 0.05 * abs(slq.nodes.min()) - 1e-6,
-                       slq.nodes.max() * 1.05 + 1e-6, 400)
-    if leader:
-        add_spectrum(report, Spectrum(eig.eigenvalues, eig.n_hvp + tr.n_hvp + slq.n_hvp,
-                                      tr.estimate, tr.std_error, grid, slq.density(grid)))
-    done(f"top eigenvalue {eig.eigenvalues[0]:.4g}, trace {tr.estimate:.4g} ± "
-         f"{tr.std_error:.2g}")
-
-    done = _stage(f"{args.dims}-D Hessian landscape", quiet)
-    directions = eigen_directions(eig, args.dims)
-    land = Landscape.compute(objective=objective, directions=directions, steps=args.steps,
-                             extent=args.extent, extent_unit=args.extent_unit,
-                             checkpoint=args.checkpoint, memory_budget=args.memory_budget,
-                             progress=progress, description={"model": type(model).__name__},
-                             distributed=None)  # every rank runs this: shard under torchrun
-    if not leader:  # the other ranks' part ends with the grid
-        return out
-    land.save(out / "landscape.npz")
-    done(f"{land.loss.size} points, loss {np.nanmin(land.loss):.4g}..{np.nanmax(land.loss):.4g}")
-
-    done = _stage("topology", quiet)
-    add_landscape(report, land)
-    lm = report.metrics["landscape"]
-    done(f"{lm['minima']} minima, SMAD {lm['smad']:.4g} (normalized {lm['smad_normalized']:.4g})")
-
-    if train is not None:
-        from .jump_retrain import JumpRetrain
-
-        done = _stage("jump & retrain", quiet)
-        embedding = "phate" if importlib.util.find_spec("phate") else "pca"
-        jr = JumpRetrain(model, data, loss_fn, train["optimizer_factory"],
-                         accuracy_fn=accuracy_fn, params=args.params or None,
-                         seeds=tuple(range(args.jr_seeds)), step_sizes=tuple(args.jr_steps),
-                         epochs=args.jr_epochs, embedding=embedding, k=args.jr_k,
-                         progress=progress)
-        jr.fit()
-        add_jump_retrain(report, jr)
-        jm = report.metrics["jump_retrain"]
-        done(f"{jm['samples']} samples ({embedding}), total persistence D0 "
-             f"{jm['total_persistence_d0']:.4g}, D1 {jm['total_persistence_d1']:.4g}")
-    report.write()
-    return out
+    warnings.warn("landscaper.cli.run_analysis is deprecated; use "
+                  "landscaper.pipeline.run_analysis(model, data, loss_fn, AnalysisConfig(...))",
+                  DeprecationWarning, stacklevel=2)
+    return _run(model, data, loss_fn, args, accuracy_fn=accuracy_fn, train=train)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -354,9 +277,9 @@ def _demo(args: argparse.Namespace) -> int:
     done(f"{sum(p.numel() for p in model.parameters())} parameters, train accuracy {acc:.3f}")
     batches = [(x[i : i + 256], y[i : i + 256]) for i in range(0, len(y), 256)]
     factory = lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)  # noqa: E731
-    out = run_analysis(model, batches, torch.nn.functional.cross_entropy, args,
-                       train={"optimizer_factory": factory},
-                       accuracy_fn=lambda o, t: (o.argmax(1) == t).float().mean())
+    out = _run(model, batches, torch.nn.functional.cross_entropy, args,
+               train={"optimizer_factory": factory},
+               accuracy_fn=lambda o, t: (o.argmax(1) == t).float().mean())
     if not args.quiet:
         print(f"report: {out / 'index.html'}")
     return 0
@@ -539,7 +462,7 @@ def _analyze(args: argparse.Namespace) -> int:
                 args.hf or args.model)
     train = ({"optimizer_factory": optimizer_factory}
              if optimizer_factory is not None and args.jr_seeds > 0 else None)
-    out = run_analysis(model, data, loss_fn, args, train=train)
+    out = _run(model, data, loss_fn, args, train=train)
     if not args.quiet:
         print(f"report: {out / 'index.html'}")
     return 0
@@ -573,13 +496,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .report import landscape_metrics
+    from .summaries import names, summarize
     from .topology import bottleneck_distance
 
     lands = [_load_landscape(p) for p in (args.a, args.b)]
-    rows = [landscape_metrics(land) for land in lands]
-    keys = ["shape", "loss_min", "loss_max", "minima", "smad", "smad_normalized",
-            "total_persistence_d0", "eigenvalues_of_axes"]
+    rows = [summarize(land, "compare") for land in lands]
+    keys = names("compare")
     result = {"a": str(args.a), "b": str(args.b), "metrics": {k: [r[k] for r in rows]
                                                              for k in keys},
               "bottleneck_distance_d0": bottleneck_distance(lands[0].persistence(),

@@ -19,6 +19,7 @@ import numpy as np
 from . import plots
 from ._files import write_json, write_text
 from .landscape import Landscape
+from .summaries import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -117,29 +118,9 @@ def _short(value: Any) -> str:
 
 
 def landscape_metrics(land: Landscape) -> dict[str, Any]:
-    """Every number the report shows about a landscape."""
-    finite = land.loss[np.isfinite(land.loss)]
-    tree = land.merge_tree()
-    diagram = land.persistence()
-    finite_pairs = diagram[np.isfinite(diagram[:, 1])]
-    return {
-        "shape": list(land.shape),
-        "extent": land.metadata.get("extent"),
-        "extent_unit": land.metadata.get("extent_unit"),
-        "loss_min": float(finite.min()) if finite.size else None,
-        "loss_max": float(finite.max()) if finite.size else None,
-        "loss_at_theta0": land.loss_at_theta0,
-        "theta0_on_grid": land.theta0_index is not None,
-        "nonfinite": land.metadata.get("nonfinite"),
-        "minima": int(tree.n_minima),
-        "smad": land.smad(),
-        "smad_normalized": land.smad(normalize=True),
-        "smad_weighted": land.smad(weighted=True),
-        "total_persistence_d0": float(((finite_pairs[:, 1] - finite_pairs[:, 0]) ** 2).sum()),
-        "connectivity": "full (3^k-1 neighbours)",
-        "eigenvalues_of_axes": (None if land.eigenvalues is None
-                                else [float(v) for v in land.eigenvalues]),
-    }
+    """Every number the report shows about a landscape: the summaries registered for the report
+    in `landscaper.summaries`."""
+    return summarize(land, "report")
 
 
 def add_landscape(report: Report, land: Landscape) -> None:

@@ -37,6 +37,7 @@ from ..directions import eigen_directions
 from ..hessian import top_eigenpairs
 from ..landscape import Landscape
 from ..objective import Objective, select_parameters
+from ..summaries import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -327,9 +328,7 @@ class _LandscapeCallbackImpl:
             objective.param_names), "num_params": objective.num_params}
         record = {
             "eigenvalues": [float(v) for v in eig.eigenvalues[: self.k]],
-            "smad": float(land.smad()),
-            "smad_normalized": float(land.smad(normalize=True)),
-            "minima": int(len(land.minima())),
+            **summarize(land, "history"),
             "loss": land.loss_at_theta0,
             "num_params": objective.num_params,
             "n_hvp": int(eig.n_hvp),
