@@ -27,6 +27,8 @@ import numpy as np
 from . import distributed as dist_utils
 from ._utils import Stopwatch, format_bytes, parse_bytes
 from .directions import eigen_directions
+from .grid import Execution, GridRequest
+from .grid.plan import bytes_per_point
 from .hessian import (
     EigenResult,
     SpectralDensity,
@@ -195,7 +197,7 @@ def _check_sizes(objective: Objective, config: AnalysisConfig) -> None:
         if value > p:
             raise ValueError(f"{name}={value} {what} {p} parameters in θ; pass {name} <= {p} "
                              "or select more parameters with params=[...]")
-    per_point = objective.bytes_per_point()  # one forward on the largest batch, no HVP
+    per_point = bytes_per_point(objective)  # one forward on the largest batch, no HVP
     loss_bytes = 8 * config.n_points
     if per_point + loss_bytes > config.memory_budget:
         raise MemoryError(f"one grid evaluation needs about {format_bytes(per_point)} (and "
@@ -254,12 +256,14 @@ def compute_landscape(objective: Objective, spectrum: SpectrumEstimate, config: 
                       ) -> Landscape:
     """The loss on the grid along the top ``dims`` Hessian eigenvectors (sharded over the
     ranks under torchrun: every rank calls this)."""
+    grid = GridRequest(steps=config.steps, extent=config.extent,
+                       extent_unit=config.extent_unit)
+    execution = Execution(memory_budget=config.memory_budget, checkpoint=config.checkpoint,
+                          progress=progress, distributed=None)
     return Landscape.compute(objective=objective,
                              directions=eigen_directions(spectrum.eigen, config.dims),
-                             steps=config.steps, extent=config.extent,
-                             extent_unit=config.extent_unit, checkpoint=config.checkpoint,
-                             memory_budget=config.memory_budget, progress=progress,
-                             description=dict(description or {}), distributed=None)
+                             grid=grid, execution=execution,
+                             description=dict(description or {}))
 
 
 def fit_jump_retrain(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
