@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colors
-from matplotlib.figure import Figure
 
 from .sampling import nearest_origin_index
+from .topology._axes import new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -22,11 +22,6 @@ if TYPE_CHECKING:
     from .landscape import Landscape
 
 logger = logging.getLogger(__name__)
-
-
-def new_axes(projection: str | None = None, figsize: tuple[float, float] = (5.0, 4.0)) -> Axes:
-    """A fresh Axes on its own Figure, outside pyplot's global state."""
-    return Figure(figsize=figsize, layout="constrained").add_subplot(projection=projection)
 
 
 def _axis_label(landscape: Landscape, i: int) -> str:

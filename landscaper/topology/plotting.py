@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._axes import new_axes
 from .merge_tree import KIND_LEAF, KIND_ROOT, KIND_SADDLE, MergeTree
 from .profile import LandscapeProfile, landscape_profile
 
@@ -18,8 +19,6 @@ __all__ = ["plot_profile", "plot_merge_tree", "plot_persistence_diagram", "plot_
 
 
 def _axes(ax):
-    from ..plots import new_axes
-
     return ax if ax is not None else new_axes()
 
 
