@@ -254,7 +254,7 @@ class JumpRetrain:
     # ------------------------------------------------------------------ plots
     def plot_embedding(self, ax: Any = None) -> Any:
         """The paper's Fig. 2: embedding coloured by log loss, trajectories by seed."""
-        from .plots import plot_trajectories
+        from .jr_plots import plot_trajectories
 
         return plot_trajectories(self.embed().embedding, self.sample(), ax=ax)
 
