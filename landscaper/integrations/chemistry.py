@@ -4,33 +4,8 @@ re-exported here."""
 
 from __future__ import annotations
 
-from ..examples.chemistry import (
-    ATOM_FEATURES,
-    DenseGNN,
-    FingerprintMLP,
-    MoleculeSet,
-    ScaffoldSplit,
-    dense_graphs,
-    load_solubility,
-    morgan_fingerprints,
-    murcko_scaffolds,
-    scaffold_split,
-    solubility_data_dir,
-)
+from ..examples import chemistry as _chemistry
+from ..examples.chemistry import *  # noqa: F403
 from ..examples.training import regression_errors, train_regressor
 
-__all__ = [
-    "ATOM_FEATURES",
-    "DenseGNN",
-    "FingerprintMLP",
-    "MoleculeSet",
-    "ScaffoldSplit",
-    "dense_graphs",
-    "load_solubility",
-    "morgan_fingerprints",
-    "murcko_scaffolds",
-    "regression_errors",
-    "scaffold_split",
-    "solubility_data_dir",
-    "train_regressor",
-]
+__all__ = [*_chemistry.__all__, "regression_errors", "train_regressor"]

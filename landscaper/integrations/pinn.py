@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-from ..examples.pinn import (
-    BATCH_KEYS,
-    TWO_PI,
-    ConvectionProblem,
-    convection_loss,
-    make_mlp,
-    relative_l2_error,
-    train_pinn,
-)
+from ..examples import pinn as _pinn
+from ..examples.pinn import *  # noqa: F403
+from ..examples.pinn import BATCH_KEYS, TWO_PI
 
-__all__ = [
-    "BATCH_KEYS",
-    "TWO_PI",
-    "ConvectionProblem",
-    "convection_loss",
-    "make_mlp",
-    "relative_l2_error",
-    "train_pinn",
-]
+__all__ = [*_pinn.__all__, "BATCH_KEYS", "TWO_PI"]
