@@ -2,7 +2,11 @@
 
 This module must import in *every* environment the benchmarks use (ours and the isolated peer
 venvs), so it depends only on torch and numpy (scikit-learn is imported lazily, only by
-:func:`digits_data`).
+:func:`digits_data`). That is why it keeps its own model definitions instead of importing
+`landscaper.examples`: in a peer venv ``import landscaper`` is the peer's release. Its
+``digits_mlp`` has the layers of ``landscaper.examples.digits_mlp()``; ``wide_cnn``,
+``pinn_mlp`` (2 hidden layers, PyTorch's default initialisation) and the standardised
+:func:`digits_data` are deliberately different from the example models.
 
 A *case* is one ``.npz`` file (always written/read with ``allow_pickle=False``) holding
 

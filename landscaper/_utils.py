@@ -1,11 +1,11 @@
 """Small helpers shared by several modules (byte sizes, timing, progress bars, arrays).
 
+Byte sizes are defined in `landscaper.topology._bytes` (topology imports nothing above it).
 Files and JSON: `landscaper._files`."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,30 +15,10 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
-          "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
-          "tib": 2**40}
+from .topology._bytes import format_bytes, parse_bytes
 
-
-def parse_bytes(size: int | float | str) -> int:
-    """Return a byte count from an int or a string such as ``"2GiB"`` or ``"500 MB"``."""
-    if isinstance(size, (int, float)):
-        if size <= 0:
-            raise ValueError(f"a memory budget must be positive, got {size!r}")
-        return int(size)
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", size)
-    if match is None or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot read {size!r} as a size; write e.g. 2_000_000_000 or '2GiB'")
-    return parse_bytes(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def format_bytes(n: float) -> str:
-    """Human-readable binary size."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+__all__ = ["Stopwatch", "check_count", "format_bytes", "parse_bytes", "progress_bar", "timed",
+           "to_numpy"]
 
 
 class Stopwatch:

@@ -24,7 +24,14 @@ from ._utils import check_count, timed
 from .directions import Normalization
 from .objective import Objective, normalize_data
 from .topology.plotting import plot_persistence_diagram
-from .trajectories import Samples, jump_and_retrain, standard_epoch
+from .trajectories import (
+    DEFAULT_MEMORY_BUDGET,
+    PAPER_SEEDS,
+    PAPER_STEP_SIZES,
+    Samples,
+    jump_and_retrain,
+    standard_epoch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +118,8 @@ class JumpRetrain:
         *,
         accuracy_fn: Callable[..., torch.Tensor] | None = _accuracy,
         params: str | Sequence[str] | None = None,
-        seeds: Sequence[int] = (0, 1, 2, 3),
-        step_sizes: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+        seeds: Sequence[int] = PAPER_SEEDS,
+        step_sizes: Sequence[float] = PAPER_STEP_SIZES,
         epochs: int = 40,
         normalization: str = "filter",
         embedding: str = "phate",
@@ -121,7 +128,7 @@ class JumpRetrain:
         k: int = 20,
         fill_triangles: bool = True,
         seed: int = 0,
-        memory_budget: int | str = "2GiB",
+        memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
         memmap_path: str | None = None,
         progress: bool = True,
     ) -> None:
@@ -254,7 +261,7 @@ class JumpRetrain:
     # ------------------------------------------------------------------ plots
     def plot_embedding(self, ax: Any = None) -> Any:
         """The paper's Fig. 2: embedding coloured by log loss, trajectories by seed."""
-        from .plots import plot_trajectories
+        from .jr_plots import plot_trajectories
 
         return plot_trajectories(self.embed().embedding, self.sample(), ax=ax)
 

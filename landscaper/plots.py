@@ -1,4 +1,4 @@
-"""Matplotlib figures of landscapes.
+"""Matplotlib figures of landscapes (jump & retrain's embedding figure: `landscaper.jr_plots`).
 
 Every function takes an optional ``ax`` and returns the Axes it drew on. Without ``ax`` a new
 ``matplotlib.figure.Figure`` is made (not a pyplot figure), so nothing global changes and
@@ -12,21 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colors
-from matplotlib.figure import Figure
 
+from .jr_plots import plot_trajectories
 from .sampling import nearest_origin_index
+from .topology._axes import new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from .landscape import Landscape
 
+__all__ = ["new_axes", "plot_contour", "plot_line", "plot_surface", "plot_trajectories"]
+
 logger = logging.getLogger(__name__)
-
-
-def new_axes(projection: str | None = None, figsize: tuple[float, float] = (5.0, 4.0)) -> Axes:
-    """A fresh Axes on its own Figure, outside pyplot's global state."""
-    return Figure(figsize=figsize, layout="constrained").add_subplot(projection=projection)
 
 
 def _axis_label(landscape: Landscape, i: int) -> str:
@@ -35,6 +33,12 @@ def _axis_label(landscape: Landscape, i: int) -> str:
     if kind == "hessian" and eig is not None and i < len(eig):
         return f"direction {i} (λ={eig[i]:.3g})"
     return f"direction {i}"
+
+
+def _label_dims(ax: Axes, landscape: Landscape, dims: tuple[int, int]) -> None:
+    """Name the x and y axes after the two landscape directions a slice shows."""
+    ax.set_xlabel(_axis_label(landscape, dims[0]))
+    ax.set_ylabel(_axis_label(landscape, dims[1]))
 
 
 def _norm_and_levels(values: np.ndarray, log: bool, levels: int) -> tuple[Any, np.ndarray]:
@@ -105,8 +109,7 @@ def plot_contour(
         ax.figure.colorbar(artist, ax=ax, label="loss")
     if mark_center:
         ax.plot([0], [0], marker="+", color="white" if filled else "black", markersize=10)
-    ax.set_xlabel(_axis_label(landscape, dims[0]))
-    ax.set_ylabel(_axis_label(landscape, dims[1]))
+    _label_dims(ax, landscape, dims)
     if landscape.ndim > 2:
         nearest = nearest_origin_index(landscape.axes)
         fixed = {i: (at or {}).get(i, nearest[i]) for i in range(landscape.ndim) if i not in dims}
@@ -135,54 +138,6 @@ def plot_surface(
     shown = np.log10(np.where(z > 0, z, np.nan)) if log else z
     ax.plot_surface(grid_x, grid_y, shown, cmap=cmap, norm=None if log else norm,
                     linewidth=0, antialiased=True)
-    ax.set_xlabel(_axis_label(landscape, dims[0]))
-    ax.set_ylabel(_axis_label(landscape, dims[1]))
+    _label_dims(ax, landscape, dims)
     ax.set_zlabel("log10 loss" if log else "loss")
-    return ax
-
-
-def plot_trajectories(
-    embedding: np.ndarray,
-    samples: Any,
-    ax: Axes | None = None,
-    *,
-    cmap: str = "viridis",
-) -> Axes:
-    """Horoi et al.'s Fig. 2: a 2-D embedding of jump & retrain samples.
-
-    Points are coloured by log10 loss; each (seed, step size) trajectory is a line in its
-    seed's colour that fades as retraining progresses; jump points are diamonds whose edge
-    colour encodes the step size.
-    """
-    from matplotlib import colormaps
-
-    coords = np.asarray(embedding)[:, :2]
-    if coords.shape[0] != len(samples):
-        raise ValueError(f"embedding has {coords.shape[0]} rows for {len(samples)} samples")
-    ax = ax or new_axes(figsize=(5.5, 4.5))
-    log_loss = np.log10(np.clip(samples.loss, np.finfo(float).tiny, None))
-    seeds = sorted(set(samples.seed.tolist()))
-    steps = sorted(set(samples.step_size.tolist()))
-    step_colours = colormaps["autumn"](np.linspace(0, 0.8, max(len(steps), 1)))
-    for i, seed in enumerate(seeds):
-        base = colors.to_rgb(f"C{i % 10}")
-        for step in steps:
-            rows = np.flatnonzero((samples.seed == seed) & (samples.step_size == step))
-            rows = rows[np.argsort(samples.epoch[rows])]
-            n = len(rows)
-            for j in range(n - 1):
-                alpha = 1.0 - 0.8 * j / max(n - 1, 1)
-                ax.plot(coords[rows[j : j + 2], 0], coords[rows[j : j + 2], 1], color=base,
-                        alpha=alpha, lw=1)
-    scatter = ax.scatter(coords[:, 0], coords[:, 1], c=log_loss, cmap=cmap, s=12, zorder=3)
-    jumps = np.flatnonzero(samples.epoch == 0)
-    for row in jumps:
-        colour = step_colours[steps.index(samples.step_size[row])]
-        ax.scatter(coords[row, 0], coords[row, 1], marker="D", s=40, facecolor="none",
-                   edgecolor=colour, linewidths=1.5, zorder=4)
-    ax.figure.colorbar(scatter, ax=ax, label="log10 loss")
-    ax.set_xlabel("embedding 1")
-    ax.set_ylabel("embedding 2")
-    ax.set_title(f"{len(samples)} samples, {len(seeds)} seeds, step sizes "
-                 + ", ".join(f"{s:g}" for s in steps), fontsize="small")
     return ax

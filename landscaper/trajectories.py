@@ -25,7 +25,7 @@ from torch import nn
 
 from ._utils import format_bytes, parse_bytes, progress_bar
 from .directions import random_directions
-from .objective import Objective
+from .objective import Objective, ParameterLayout
 from .sampling import grid_axes, grid_coordinates
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 #: ``train_epoch(model, optimizer, epoch)`` runs one epoch of the user's training loop.
 TrainEpoch = Callable[[nn.Module, torch.optim.Optimizer, int], Any]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+#: Horoi et al.'s jump & retrain settings: 4 seeds × 4 step sizes (with 40 epochs, 640 samples).
+PAPER_SEEDS: tuple[int, ...] = (0, 1, 2, 3)
+PAPER_STEP_SIZES: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+#: Above this many bytes of parameter vectors, the samplers store them in a memmap.
+DEFAULT_MEMORY_BUDGET = "2GiB"
 
 
 @dataclass(frozen=True)
@@ -93,19 +99,17 @@ class _ParameterStore:
         return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
 
-def _flat_selected(model: nn.Module, names: Sequence[str]) -> torch.Tensor:
-    params = dict(model.named_parameters())
-    return torch.cat([params[n].detach().reshape(-1) for n in names])
+def _flat_selected(model: nn.Module, layout: ParameterLayout) -> torch.Tensor:
+    """The model's current values of θ's parameters, as one flat vector."""
+    return layout.flatten({name: p.detach() for name, p in model.named_parameters()})
 
 
-def _set_selected(model: nn.Module, names: Sequence[str], theta: torch.Tensor) -> None:
+def _set_selected(model: nn.Module, layout: ParameterLayout, theta: torch.Tensor) -> None:
+    """Write θ into the model's parameters that form it, in place."""
     params = dict(model.named_parameters())
-    offset = 0
     with torch.no_grad():
-        for name in names:
-            p = params[name]
-            p.copy_(theta[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        for name, value in layout.unflatten(theta).items():
+            params[name].copy_(value)
 
 
 def _evaluate(objective: Objective, accuracy: Objective | None, theta: torch.Tensor
@@ -135,11 +139,11 @@ def jump_and_retrain(
     train_epoch: TrainEpoch,
     *,
     accuracy: Objective | None = None,
-    seeds: Sequence[int] = (0, 1, 2, 3),
-    step_sizes: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    seeds: Sequence[int] = PAPER_SEEDS,
+    step_sizes: Sequence[float] = PAPER_STEP_SIZES,
     epochs: int = 40,
     normalization: str = "filter",
-    memory_budget: int | str = "2GiB",
+    memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
     memmap_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> Samples:
@@ -164,7 +168,7 @@ def jump_and_retrain(
         Retraining seeds torch's global RNG with each seed first, so runs are reproducible; the
         generator is forked, so the caller's random stream is unchanged afterwards.
     """
-    names = objective.param_names
+    layout = objective.layout
     n = len(seeds) * len(step_sizes) * (epochs + 1)
     store = _ParameterStore(n, objective.num_params, parse_bytes(memory_budget), memmap_path)
     loss, acc = np.empty(n), np.empty(n)
@@ -180,7 +184,7 @@ def jump_and_retrain(
                                           normalization=normalization).vectors[0]
             for step in step_sizes:
                 jumped = copy.deepcopy(model)
-                _set_selected(jumped, names, objective.theta0 + step * direction)
+                _set_selected(jumped, layout, objective.theta0 + step * direction)
                 torch.manual_seed(seed)
                 optimizer = optimizer_factory(jumped.parameters())
                 for epoch in range(epochs + 1):
@@ -188,14 +192,14 @@ def jump_and_retrain(
                         jumped.train()
                         train_epoch(jumped, optimizer, epoch)
                         jumped.eval()
-                    theta = _flat_selected(jumped, names)
+                    theta = _flat_selected(jumped, layout)
                     store.rows[row] = theta.float().cpu().numpy()
                     loss[row], acc[row] = _evaluate(objective, accuracy, theta)
                     seed_col[row], step_col[row], epoch_col[row] = seed, step, epoch
                     row += 1
                     bar.update(1)
     info = {"seeds": list(seeds), "step_sizes": list(step_sizes), "epochs": epochs,
-            "normalization": normalization, "params": list(names)}
+            "normalization": normalization, "params": list(layout.names)}
     return Samples(store.finish(), loss, acc, seed_col, step_col, epoch_col, "jump_retrain",
                    info)
 
@@ -220,7 +224,7 @@ def grid_samples(
     extent: float = 1.0,
     seed: int = 0,
     normalization: str = "filter",
-    memory_budget: int | str = "2GiB",
+    memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
     memmap_path: str | os.PathLike[str] | None = None,
 ) -> Samples:
     """The grid baseline: a 3-D grid of ~``n_points`` along 3 random normalised directions."""
@@ -241,11 +245,11 @@ def naive_samples(
     objective: Objective,
     *,
     accuracy: Objective | None = None,
-    seeds: Sequence[int] = (0, 1, 2, 3),
-    step_sizes: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    seeds: Sequence[int] = PAPER_SEEDS,
+    step_sizes: Sequence[float] = PAPER_STEP_SIZES,
     per_step: int = 41,
     normalization: str = "filter",
-    memory_budget: int | str = "2GiB",
+    memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
     memmap_path: str | os.PathLike[str] | None = None,
 ) -> Samples:
     """The naive baseline: θ₀ + step·v̄ for fresh random directions v̄ at each step size."""

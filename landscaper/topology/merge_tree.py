@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._utils import format_bytes, parse_bytes
+from ._bytes import format_bytes, parse_bytes
 from .descent import (
     basin_edges_graph,
     basin_edges_grid,

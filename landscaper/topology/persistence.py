@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import logging
+from types import ModuleType
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .merge_tree import MergeTree, merge_tree
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DiagramLike",
     "persistence_diagram",
     "total_persistence",
     "bottleneck_distance",
     "wasserstein_distance",
 ]
 
+#: A persistence diagram as an ``(n, 2)`` array of ``(birth, death)`` rows, or the merge tree
+#: it is read from.
+DiagramLike = MergeTree | ArrayLike
 
-def persistence_diagram(values_or_tree, **kwargs) -> np.ndarray:
+
+def persistence_diagram(values_or_tree: MergeTree | ArrayLike, **kwargs: Any) -> np.ndarray:
     """0-dimensional sublevel (or superlevel) persistence diagram.
 
     Args:
@@ -39,7 +47,7 @@ def persistence_diagram(values_or_tree, **kwargs) -> np.ndarray:
     return tree.persistence()
 
 
-def _as_diagram(d) -> np.ndarray:
+def _as_diagram(d: DiagramLike) -> np.ndarray:
     if isinstance(d, MergeTree):
         return d.persistence()
     a = np.asarray(d, dtype=float)
@@ -50,7 +58,7 @@ def _as_diagram(d) -> np.ndarray:
     return a
 
 
-def total_persistence(diagram, p: float = 2.0) -> float:
+def total_persistence(diagram: DiagramLike, p: float = 2.0) -> float:
     """Sum of ``|death - birth| ** p`` over the *finite* pairs (essential classes excluded).
 
     Args:
@@ -65,7 +73,7 @@ def total_persistence(diagram, p: float = 2.0) -> float:
     return float(np.sum(np.abs(d[fin, 1] - d[fin, 0]) ** float(p)))
 
 
-def _import_gudhi(purpose: str = "diagram distances"):
+def _import_gudhi(purpose: str = "diagram distances") -> ModuleType:
     try:
         import gudhi
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -73,7 +81,7 @@ def _import_gudhi(purpose: str = "diagram distances"):
     return gudhi
 
 
-def bottleneck_distance(d1, d2) -> float:
+def bottleneck_distance(d1: DiagramLike, d2: DiagramLike) -> float:
     """Bottleneck distance between two diagrams (via ``gudhi.bottleneck_distance``).
 
     Essential points (infinite deaths) are matched among themselves; differing numbers of
@@ -83,7 +91,7 @@ def bottleneck_distance(d1, d2) -> float:
     return float(gudhi.bottleneck_distance(_as_diagram(d1), _as_diagram(d2)))
 
 
-def wasserstein_distance(d1, d2, order: float = 1.0) -> float:
+def wasserstein_distance(d1: DiagramLike, d2: DiagramLike, order: float = 1.0) -> float:
     """Wasserstein distance of the given order (via ``gudhi.hera.wasserstein_distance``).
 
     Uses hera's ``internal_p=inf`` ground metric and relative error ``delta=0.01``.

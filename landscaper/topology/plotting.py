@@ -8,29 +8,35 @@ rcParams are changed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._axes import new_axes
 from .merge_tree import KIND_LEAF, KIND_ROOT, KIND_SADDLE, MergeTree
+from .persistence import DiagramLike
 from .profile import LandscapeProfile, landscape_profile
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_profile", "plot_merge_tree", "plot_persistence_diagram", "plot_barcode"]
 
 
-def _axes(ax):
-    from ..plots import new_axes
-
+def _axes(ax: Axes | None) -> Axes:
     return ax if ax is not None else new_axes()
 
 
-def _diagram(diagram) -> np.ndarray:
+def _diagram(diagram: DiagramLike) -> np.ndarray:
     if isinstance(diagram, MergeTree):
         return diagram.persistence()
     d = np.asarray(diagram, dtype=float)
     return d.reshape(-1, 2)
 
 
-def plot_profile(profile_data_or_tree, ax=None, log: bool = False):
+def plot_profile(
+    profile_data_or_tree: LandscapeProfile | MergeTree, ax: Axes | None = None, log: bool = False
+) -> Axes:
     """Draw the topological landscape profile.
 
     Args:
@@ -59,7 +65,7 @@ def plot_profile(profile_data_or_tree, ax=None, log: bool = False):
     return ax
 
 
-def plot_merge_tree(tree: MergeTree, ax=None):
+def plot_merge_tree(tree: MergeTree, ax: Axes | None = None) -> Axes:
     """Draw a merge tree: nodes at their values, leaves spread along x, edges child -> parent.
 
     Args:
@@ -99,7 +105,9 @@ def _finite_range(d: np.ndarray) -> tuple[float, float]:
     return (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
 
 
-def plot_persistence_diagram(diagram, ax=None):
+def plot_persistence_diagram(
+    diagram: DiagramLike | Mapping[str, DiagramLike], ax: Axes | None = None
+) -> Axes:
     """Scatter one or several persistence diagrams; essential classes sit on a line labelled inf.
 
     Args:
@@ -136,7 +144,7 @@ def plot_persistence_diagram(diagram, ax=None):
     return ax
 
 
-def plot_barcode(diagram, ax=None):
+def plot_barcode(diagram: DiagramLike, ax: Axes | None = None) -> Axes:
     """Draw one horizontal bar per persistence pair (essential bars run to the right edge).
 
     Args:
