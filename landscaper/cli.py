@@ -105,7 +105,7 @@ def _for_cli(text: str, args: argparse.Namespace) -> str:
 def _input_errors() -> Iterator[None]:
     """Turn the library's refusals of bad input into `UsageError` (exit 2); a mismatched
     checkpoint is passed on as it is (main gives it exit 2 as well)."""
-    from .sampling import CheckpointMismatchError
+    from .grid import CheckpointMismatchError
 
     try:
         yield
@@ -213,7 +213,7 @@ def _check_device(spec: str, ranked: bool) -> None:
 
 def _check_request(args: argparse.Namespace, ranked: bool) -> None:
     """Everything about an analysis that can be checked before a model exists."""
-    from .sampling import check_checkpoint_path, check_grid_size
+    from .grid import check_checkpoint_path, check_grid_size
 
     _check_device(args.device, ranked)
     _check_folder("--out", args.out)
@@ -657,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``landscaper`` console script."""
-    from .sampling import CheckpointMismatchError
+    from .grid import CheckpointMismatchError
 
     parser = build_parser()
     args = parser.parse_args(argv)

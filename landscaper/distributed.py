@@ -3,7 +3,7 @@
 Two kinds of parallelism, both opt-in by initialising a process group (``torchrun`` or
 :func:`torch.distributed.init_process_group`):
 
-- **Grid sharding** (`landscaper.sampling.sample_grid`, `Landscape.compute`): every rank holds
+- **Grid sharding** (`landscaper.grid.sample_grid`, `Landscape.compute`): every rank holds
   the same model and the full data; the grid's chunks are split across ranks and the result is
   combined so that every rank returns the full array, bit for bit the array one process
   computes with the same chunking and thread count.

@@ -4,7 +4,7 @@
 eigenvectors, its topology and (optionally) jump & retrain — and writes a `Report`. Its
 settings are one frozen `AnalysisConfig`. Bad input is refused by `prepare_objective` before
 any Hessian work, with the library's exceptions (``ValueError``, ``MemoryError``,
-`~landscaper.sampling.CheckpointMismatchError`, ...). A finished stage is reported to an
+`~landscaper.grid.CheckpointMismatchError`, ...). A finished stage is reported to an
 optional ``on_stage(name, seconds, summary)`` hook; the command line prints those lines.
 
 In a distributed run (``torchrun``) every rank computes the spectrum and its share of the
@@ -27,7 +27,7 @@ import numpy as np
 from . import distributed as dist_utils
 from ._utils import Stopwatch, format_bytes, parse_bytes
 from .directions import eigen_directions
-from .grid import Execution, GridRequest
+from .grid import Execution, GridRequest, check_checkpoint
 from .grid.plan import bytes_per_point
 from .hessian import (
     EigenResult,
@@ -40,7 +40,6 @@ from .hessian import (
 from .jump_retrain import JumpRetrain
 from .landscape import Landscape
 from .objective import Objective
-from .sampling import check_checkpoint
 
 if TYPE_CHECKING:  # the report (and matplotlib) is imported when one is written
     from .report import Report, Spectrum
@@ -215,7 +214,7 @@ def prepare_objective(model: Any, data: Any, loss_fn: Any, config: AnalysisConfi
         ValueError: the model cannot move to the device, the model or the loss cannot take
             the data, ``params`` match nothing, or ``dims``/``k`` exceed θ's size.
         MemoryError: one grid evaluation does not fit ``memory_budget``.
-        landscaper.sampling.CheckpointMismatchError: ``checkpoint`` belongs to another grid.
+        landscaper.grid.CheckpointMismatchError: ``checkpoint`` belongs to another grid.
     """
     objective = _objective(_on_device(model, config.device), data, loss_fn, config)
     _check_sizes(objective, config)

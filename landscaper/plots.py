@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib import colors
 
+from .grid import nearest_origin_index
 from .jr_plots import plot_trajectories
-from .sampling import nearest_origin_index
 from .topology._axes import new_axes
 
 if TYPE_CHECKING:
@@ -27,18 +27,10 @@ __all__ = ["new_axes", "plot_contour", "plot_line", "plot_surface", "plot_trajec
 logger = logging.getLogger(__name__)
 
 
-def _axis_label(landscape: Landscape, i: int) -> str:
-    eig = landscape.eigenvalues
-    kind = landscape.metadata.get("directions", {}).get("kind")
-    if kind == "hessian" and eig is not None and i < len(eig):
-        return f"direction {i} (λ={eig[i]:.3g})"
-    return f"direction {i}"
-
-
 def _label_dims(ax: Axes, landscape: Landscape, dims: tuple[int, int]) -> None:
     """Name the x and y axes after the two landscape directions a slice shows."""
-    ax.set_xlabel(_axis_label(landscape, dims[0]))
-    ax.set_ylabel(_axis_label(landscape, dims[1]))
+    ax.set_xlabel(landscape.axis_label(dims[0]))
+    ax.set_ylabel(landscape.axis_label(dims[1]))
 
 
 def _norm_and_levels(values: np.ndarray, log: bool, levels: int) -> tuple[Any, np.ndarray]:
@@ -74,7 +66,7 @@ def plot_line(landscape: Landscape, ax: Axes | None = None, *, log: bool = False
     ax.plot(landscape.axes[0], landscape.loss, color="C0")
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel(_axis_label(landscape, 0))
+    ax.set_xlabel(landscape.axis_label(0))
     ax.set_ylabel("loss")
     return ax
 

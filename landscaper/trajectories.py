@@ -25,8 +25,8 @@ from torch import nn
 
 from ._utils import format_bytes, parse_bytes, progress_bar
 from .directions import random_directions
+from .grid import grid_axes, grid_coordinates, subspace_points
 from .objective import Objective, ParameterLayout
-from .sampling import grid_axes, grid_coordinates
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def grid_samples(
     dirs = random_directions(objective, 3, seed=seed, normalization=normalization).vectors
     coords = grid_coordinates(grid_axes(per_axis, extent, 3))
     coeffs = torch.as_tensor(coords, dtype=objective.dtype, device=objective.device)
-    blocks = (torch.addmm(objective.theta0[None], coeffs[i : i + _BLOCK_ROWS], dirs)
+    blocks = (subspace_points(objective.theta0, coeffs[i : i + _BLOCK_ROWS], dirs)
               for i in range(0, len(coords), _BLOCK_ROWS))
     return _samples_from_blocks(objective, accuracy, len(coords), blocks, "grid", memory_budget,
                                 memmap_path, seed=np.full(len(coords), seed),
