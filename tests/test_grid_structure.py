@@ -51,3 +51,28 @@ def _names_in(path: Path) -> set[str]:
 def test_core_never_checks_for_the_distributed_objective(path):
     """Hessian and grid code use the objective's reduction hooks, never its class."""
     assert "DistributedObjective" not in _names_in(PACKAGE / path)
+
+
+def test_a_new_named_direction_type_is_one_registry_entry(mlp_case, monkeypatch):
+    """A direction set added to NAMED_DIRECTIONS alone is computed, recorded and labelled."""
+    import torch
+
+    from landscaper.directions import NAMED_DIRECTIONS, Directions, NamedDirections
+
+    def coordinate_axes(objective, k, which, seed):
+        vectors = torch.eye(objective.num_params, dtype=objective.dtype)[:k]
+        return Directions(vectors, "coordinate", "unit", True, None, {"seed": seed})
+
+    monkeypatch.setitem(NAMED_DIRECTIONS, "coordinate",
+                        NamedDirections("coordinate", coordinate_axes))
+    model, x, y, reference = mlp_case
+    land = Landscape.compute(model, (x, y), F.cross_entropy, directions="coordinate", steps=3,
+                             extent=0.5, extent_unit="absolute", progress=False)
+    assert land.direction_kind == "coordinate" == land.metadata["directions"]["kind"]
+    assert land.axis_label(1) == "direction 1"
+    theta0 = Objective(model, (x, y), F.cross_entropy).theta0
+    for i, j in ((0, 0), (2, 1), (1, 2)):
+        point = theta0.clone()
+        point[0] += land.axes[0][i]
+        point[1] += land.axes[1][j]
+        assert abs(land.loss[i, j] - float(reference(point))) < 1e-12
