@@ -12,6 +12,7 @@ from .directions import (
     user_directions,
 )
 from .distributed import DistributedObjective
+from .grid import Execution, GridRequest, GridSpec, sample_grid
 from .hessian import HessianOperator, spectral_density, top_eigenpairs, trace
 from .jump_retrain import JumpRetrain
 from .landscape import Landscape
@@ -25,6 +26,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Directions",
     "DistributedObjective",
+    "Execution",
+    "GridRequest",
+    "GridSpec",
     "HessianOperator",
     "JumpRetrain",
     "Landscape",
@@ -33,6 +37,7 @@ __all__ = [
     "hessian_directions",
     "pca_directions",
     "random_directions",
+    "sample_grid",
     "spectral_density",
     "top_eigenpairs",
     "trace",
