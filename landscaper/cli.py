@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, pipeline
+from ._files import dumps
 from ._utils import Stopwatch
 from .pipeline import AnalysisConfig, _one_line
 
@@ -507,7 +508,7 @@ def _compare(args: argparse.Namespace) -> int:
               "bottleneck_distance_d0": bottleneck_distance(lands[0].persistence(),
                                                             lands[1].persistence())}
     if args.json:
-        print(json.dumps(result, default=str))
+        print(dumps(result))  # strict JSON: NaN/inf as "nan"/"inf", as in every file we write
         return 0
     print(f"{'':<22} {'A':>24} {'B':>24}")
     for key in keys:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.spatial.distance import pdist, squareform
+
+from ._utils import Stopwatch
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def pca_embedding(
     `gram_matrix`). The principal axes in parameter space are not computed (that would need
     a second pass over the samples).
     """
-    start = time.perf_counter()
+    watch = Stopwatch()
     n, p = _shape(samples)
     k = int(n_components)
     if not 1 <= k <= min(n, p):
@@ -179,7 +180,7 @@ def pca_embedding(
     coords = coords * signs[None, :]
     dof = max(n - 1, 1) if center else n
     ratio = evals[:k] / total if total > 0 else np.zeros(k)
-    logger.info("PCA embedding of %d x %d samples: %.3f s", n, p, time.perf_counter() - start)
+    logger.info("PCA embedding of %d x %d samples: %.3f s", n, p, watch.seconds)
     return PcaResult(
         embedding=coords,
         explained_variance=evals[:k] / dof,
@@ -258,9 +259,9 @@ def _phate_output_to_logging(enabled: bool) -> Iterator[None]:
 
 @contextmanager
 def _stage(what: str) -> Iterator[None]:
-    start = time.perf_counter()
+    watch = Stopwatch()
     yield
-    logger.info("%s: %.3f s", what, time.perf_counter() - start)
+    logger.info("%s: %.3f s", what, watch.seconds)
 
 
 def _check_distance_matrix(dist: Any) -> np.ndarray:

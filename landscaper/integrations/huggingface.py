@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from .._files import write_json
+from .._utils import Stopwatch
 from ..directions import eigen_directions
 from ..hessian import top_eigenpairs
 from ..landscape import Landscape
@@ -292,7 +292,7 @@ class _LandscapeCallbackImpl:
         modes = [(module, module.training) for module in model.modules()]
         devices = sorted({p.device.index or 0 for p in model.parameters()
                           if p.device.type == "cuda"})
-        start = time.perf_counter()
+        watch = Stopwatch()
         try:
             with torch.random.fork_rng(devices=devices), torch.enable_grad():
                 model.eval()
@@ -301,7 +301,7 @@ class _LandscapeCallbackImpl:
             for module, training in modes:
                 module.training = training
         record = {"step": step, "epoch": epoch, **record,
-                  "seconds": time.perf_counter() - start}
+                  "seconds": watch.seconds}
         self.history.append(record)
         if self.keep_landscapes:
             self.landscapes[step] = land
