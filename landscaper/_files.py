@@ -5,7 +5,8 @@ over the target, so a crash never leaves a partial file at the path.
 
 JSON is strict (no ``NaN``/``Infinity`` tokens, which many readers refuse). A non-finite float
 is written as the string ``"nan"``, ``"inf"`` or ``"-inf"``, so that it stays visible and
-distinguishable (``float("inf")`` reads it back); `loads` restores these three strings to floats.
+distinguishable (``float("inf")`` reads it back); `loads` restores these three strings to floats
+(outside free-text fields such as ``description``).
 """
 
 from __future__ import annotations
@@ -83,10 +84,14 @@ def _restore(value: Any) -> Any:
     return value
 
 
-def loads(text: str | bytes) -> Any:
-    """Parse JSON written by `dumps` (non-finite tokens back to floats); files of earlier
-    releases with bare ``NaN``/``Infinity`` tokens read too."""
-    return _restore(json.loads(text))
+def loads(text: str | bytes, *, verbatim: tuple[str, ...] = ("description",)) -> Any:
+    """Parse JSON written by `dumps`, non-finite tokens back to floats, except under the
+    top-level keys ``verbatim`` (free text, where ``"nan"`` is a word); files of earlier releases
+    with bare ``NaN``/``Infinity`` tokens read too."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        return _restore(value)
+    return {k: v if k in verbatim else _restore(v) for k, v in value.items()}
 
 
 def write_json(path: str | os.PathLike[str], value: Any, *, indent: int | None = 2) -> Path:

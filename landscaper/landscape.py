@@ -125,6 +125,10 @@ def _checked_theta0_norm(objective: Objective, unit: ExtentUnit) -> float:
     return theta_norm
 
 
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _theta0_record(objective: Objective, loss: np.ndarray, axes: Sequence[np.ndarray]
                    ) -> dict[str, Any]:
     """Where θ₀ is on the grid and its loss: read from the grid when θ₀ is one of its points,
@@ -152,7 +156,8 @@ class Landscape:
         metadata: JSON-friendly dict (directions, eigenvalues, extent and units, parameter
             subset, model/data description, library version, timings, non-finite counts).
         directions: (k, P) array of direction vectors, or None when not stored.
-        spec: the typed `GridSpec` behind the metadata (None when the directions are unknown).
+        spec: the typed `GridSpec` behind the metadata (None when the direction vectors are not
+            kept).
     """
 
     def __init__(self, loss: np.ndarray, axes: Sequence[np.ndarray],
@@ -174,8 +179,9 @@ class Landscape:
         if isinstance(directions, torch.Tensor):
             directions = to_numpy(directions)
         self.directions = directions
-        #: the typed grid (`GridSpec`: `Directions` with kind and eigenvalues, axes, extent) of
-        #: a computed landscape, or of a loaded one whose directions were stored; else None
+        #: the typed grid (`GridSpec`: `Directions` with kind and eigenvalues, axes, extent)
+        #: when the direction vectors are kept (computed or loaded with them); else None, and
+        #: the same facts are in ``metadata``
         self.spec = spec
         self.metadata["nonfinite"] = report_nonfinite(loss)
         self._cache: dict[tuple[Any, ...], Any] = {}
@@ -284,7 +290,9 @@ class Landscape:
         if store_directions is None:
             store_directions = vectors.numel() * vectors.element_size() <= (
                 STORE_DIRECTIONS_MAX_BYTES)
-        return cls(loss, spec.axes, metadata, vectors if store_directions else None, spec=spec)
+        if not store_directions:  # the spec holds the vectors: keep neither (k·P numbers)
+            return cls(loss, spec.axes, metadata)
+        return cls(loss, spec.axes, metadata, vectors, spec=spec)
 
     @staticmethod
     def _objective(model: nn.Module | None, data: Any, loss_fn: Any,
@@ -376,7 +384,7 @@ class Landscape:
                 and unit in {u.value for u in ExtentUnit}):
             spec = GridSpec(Directions.from_description(described, directions), tuple(axes),
                             metadata.get("extent"), ExtentUnit(unit),
-                            metadata.get("theta0_norm"))
+                            _float_or_none(metadata.get("theta0_norm")))
         return cls(loss, axes, metadata, directions, spec=spec)
 
     # ------------------------------------------------------------------ plots

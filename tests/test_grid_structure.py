@@ -76,3 +76,27 @@ def test_a_new_named_direction_type_is_one_registry_entry(mlp_case, monkeypatch)
         point[0] += land.axes[0][i]
         point[1] += land.axes[1][j]
         assert abs(land.loss[i, j] - float(reference(point))) < 1e-12
+
+
+def test_unstored_directions_are_not_kept_and_whole_float_dims_work(mlp_case):
+    """store_directions=False frees the (k, P) vectors (the spec would hold them), and
+    dims=2.0 means 2, as every other count."""
+    model, x, y, _ = mlp_case
+    land = Landscape.compute(model, (x, y), F.cross_entropy, directions="random", dims=2.0,
+                             steps=3, progress=False, store_directions=False)
+    assert land.shape == (3, 3) and land.directions is None and land.spec is None
+    assert land.direction_kind == "random"  # the facts stay in the metadata
+
+
+def test_nonfinite_numbers_round_trip_and_free_text_stays_text(tmp_path):
+    import numpy as np
+
+    meta = {"description": "nan", "theta0": {"loss": float("nan")}, "bounds": [float("-inf")]}
+    Landscape.from_arrays(np.zeros((3, 3)), [np.arange(3.0) - 1] * 2, meta).save(
+        tmp_path / "f.npz")
+    loaded = Landscape.load(tmp_path / "f.npz").metadata
+    assert loaded["description"] == "nan"
+    assert np.isnan(loaded["theta0"]["loss"]) and loaded["bounds"] == [float("-inf")]
+    from landscaper._files import dumps
+
+    assert "NaN" not in dumps(meta) and '"-inf"' in dumps(meta)

@@ -60,16 +60,19 @@ class GridRequest:
     extent: float | Sequence[Any] = 0.01
     extent_unit: str | ExtentUnit = "relative"
 
+    def __post_init__(self) -> None:
+        if self.dims is not None:  # a whole-number float such as 2.0 is the integer 2
+            object.__setattr__(self, "dims", check_count("dims", self.dims))
+
     @property
     def unit(self) -> ExtentUnit:
         """The parsed extent unit."""
         return parse_extent_unit(self.extent_unit)
 
     def check_forms(self, k: int | None) -> None:
-        """Refuse a malformed unit, dims, steps or extent (the latter two once k is known)."""
+        """Refuse a malformed unit, steps or extent (the latter two once k is known; dims is
+        checked when the request is made)."""
         self.unit  # noqa: B018 - parsing is the check
-        if self.dims is not None:
-            check_count("dims", self.dims)
         if k is not None:
             axis_steps(self.steps, k)
             extent_ranges(self.extent, k)
