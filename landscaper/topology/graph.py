@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -200,6 +201,57 @@ def _clean_edges(edges: np.ndarray, n: int) -> np.ndarray:
     return np.stack([codes // n, codes % n], axis=1)
 
 
+def _checked_values(values: np.ndarray, max_dim: int) -> np.ndarray:
+    """The vertex values as a 1-D float array; NaN and a bad ``max_dim`` refused."""
+    vals = np.asarray(values)
+    if vals.ndim != 1 or vals.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D array, got shape {vals.shape}")
+    vals, n_nan = _real_floats(vals, "values")
+    if n_nan:
+        raise ValueError(
+            f"{n_nan} of {vals.size} value(s) are NaN; replace them (e.g. by +inf to let those "
+            "vertices enter last) or drop them before computing persistence"
+        )
+    if max_dim not in (0, 1):
+        raise ValueError(f"max_dim must be 0 or 1, got {max_dim}")
+    return vals
+
+
+def _rank_filtration(gudhi: Any, vals: np.ndarray, e: np.ndarray, fill: bool
+                     ) -> tuple[Any, np.ndarray]:
+    """The lower-star filtration on the ranks of the values (a strict total order: stable
+    argsort, ties by vertex index, as `landscaper.topology.order`), and the sorted values that
+    turn ranks back into values."""
+    n = vals.size
+    order = np.argsort(vals, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    rank_f = rank.astype(float)
+    st = gudhi.SimplexTree()
+    st.insert_batch(np.arange(n, dtype=np.int64)[None, :], rank_f)
+    if e.size:
+        st.insert_batch(e.T.copy(), np.maximum(rank_f[e[:, 0]], rank_f[e[:, 1]]))
+    if fill:
+        # A new simplex gets the largest filtration value of its faces: max over its vertices.
+        st.expansion(2)
+    return st, vals[order]
+
+
+def _diagram_in_values(st: Any, sorted_vals: np.ndarray, dim: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Dimension ``dim``'s (birth, death) pairs in values, zero-length pairs dropped, sorted;
+    and which of them are essential."""
+    iv = np.asarray(st.persistence_intervals_in_dimension(dim), dtype=float).reshape(-1, 2)
+    ess = np.isinf(iv[:, 1])
+    birth = sorted_vals[iv[:, 0].astype(np.int64)]
+    death = np.full(birth.shape, np.inf)
+    death[~ess] = sorted_vals[iv[~ess, 1].astype(np.int64)]
+    keep = ess | (death != birth)
+    birth, death, ess = birth[keep], death[keep], ess[keep]
+    idx = np.lexsort((death, birth))
+    return np.stack([birth[idx], death[idx]], axis=1).reshape(-1, 2), ess[idx]
+
+
 def graph_persistence(
     values: np.ndarray,
     edges: np.ndarray,
@@ -232,55 +284,21 @@ def graph_persistence(
     Returns:
         A :class:`GraphPersistence`. ``D0`` has one essential class per connected component.
     """
-    vals = np.asarray(values)
-    if vals.ndim != 1 or vals.size == 0:
-        raise ValueError(f"values must be a non-empty 1-D array, got shape {vals.shape}")
-    vals, n_nan = _real_floats(vals, "values")
-    if n_nan:
-        raise ValueError(
-            f"{n_nan} of {vals.size} value(s) are NaN; replace them (e.g. by +inf to let those "
-            "vertices enter last) or drop them before computing persistence"
-        )
-    if max_dim not in (0, 1):
-        raise ValueError(f"max_dim must be 0 or 1, got {max_dim}")
+    vals = _checked_values(values, max_dim)
     n = vals.size
     e = _clean_edges(edges, n)
     gudhi = _import_gudhi("graph persistence diagrams")
-
-    # Strict total order: stable argsort, ties by vertex index (as landscaper.topology.order).
-    order = np.argsort(vals, kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n, dtype=np.int64)
-    sorted_vals = vals[order]
-    rank_f = rank.astype(float)
-
-    st = gudhi.SimplexTree()
-    st.insert_batch(np.arange(n, dtype=np.int64)[None, :], rank_f)
-    if e.size:
-        st.insert_batch(e.T.copy(), np.maximum(rank_f[e[:, 0]], rank_f[e[:, 1]]))
     fill = bool(fill_triangles) and max_dim >= 1
-    if fill:
-        # A new simplex gets the largest filtration value of its faces: max over its vertices.
-        st.expansion(2)
+    st, sorted_vals = _rank_filtration(gudhi, vals, e, fill)
     n_triangles = int(st.num_simplices()) - n - int(e.shape[0])
     # persistence_dim_max: H1 of a 1-dimensional complex (a bare graph) is only computed on demand.
     st.persistence(
         homology_coeff_field=_HOMOLOGY_FIELD, min_persistence=0.0, persistence_dim_max=max_dim >= 1
     )
-
     diagrams: dict[int, np.ndarray] = {}
     essential: dict[int, np.ndarray] = {}
     for dim in range(max_dim + 1):
-        iv = np.asarray(st.persistence_intervals_in_dimension(dim), dtype=float).reshape(-1, 2)
-        ess = np.isinf(iv[:, 1])
-        birth = sorted_vals[iv[:, 0].astype(np.int64)]
-        death = np.full(birth.shape, np.inf)
-        death[~ess] = sorted_vals[iv[~ess, 1].astype(np.int64)]
-        keep = ess | (death != birth)
-        birth, death, ess = birth[keep], death[keep], ess[keep]
-        idx = np.lexsort((death, birth))
-        diagrams[dim] = np.stack([birth[idx], death[idx]], axis=1).reshape(-1, 2)
-        essential[dim] = ess[idx]
+        diagrams[dim], essential[dim] = _diagram_in_values(st, sorted_vals, dim)
 
     finite = vals[np.isfinite(vals)]
     kind = "clique complex up to dimension 2" if fill else "graph"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -388,6 +389,85 @@ def _check_enough_finite(flat: np.ndarray) -> None:
         "the model's weights and data, or sample a smaller extent around θ₀")
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """The points of an n-D grid, neighbours by ``connectivity``."""
+
+    shape: tuple[int, ...]
+    connectivity: str
+
+    def lowest_neighbour(self, rank: np.ndarray) -> np.ndarray:
+        return lowest_neighbour_grid(rank, self.shape, self.connectivity)
+
+    def slots(self) -> int:
+        """Neighbours of one point (at most one basin edge each)."""
+        d = len(self.shape)
+        return 3 ** d - 1 if self.connectivity == "full" else 2 * d
+
+    def basin_edges(self, labels: np.ndarray, rank: np.ndarray, m: int) -> tuple[Any, ...]:
+        return basin_edges_grid(labels, rank, self.shape, self.connectivity, m)
+
+    def basin_top_ranks(self, labels: np.ndarray, order: np.ndarray, rank: np.ndarray,
+                        m: int) -> np.ndarray:
+        """Rank of each basin's highest point; a grid is connected, so only the basin holding
+        the global top has one (the others are closed by saddles)."""
+        top = np.full(m, -1, dtype=np.int64)
+        top[labels[order[-1]]] = order.size - 1
+        return top
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """The points of a general graph given by its edges."""
+
+    edges: np.ndarray
+    n_points: int
+    shape: None = None
+    connectivity: None = None
+
+    def lowest_neighbour(self, rank: np.ndarray) -> np.ndarray:
+        return lowest_neighbour_graph(rank, self.edges)
+
+    def slots(self) -> int:
+        """Mean degree (rounded up)."""
+        return -(-2 * len(self.edges) // max(self.n_points, 1))
+
+    def basin_edges(self, labels: np.ndarray, rank: np.ndarray, m: int) -> tuple[Any, ...]:
+        return basin_edges_graph(labels, rank, self.edges, m)
+
+    def basin_top_ranks(self, labels: np.ndarray, order: np.ndarray, rank: np.ndarray,
+                        m: int) -> np.ndarray:
+        """Rank of each basin's highest point (components of a graph each have a top)."""
+        top = np.full(m, -1, dtype=np.int64)
+        np.maximum.at(top, labels, rank.astype(np.int64))
+        return top
+
+
+def _domain(values: np.ndarray, connectivity: str, edges: np.ndarray | None,
+            coords: object) -> tuple[np.ndarray, _Grid | _Graph]:
+    """The flat float values and the domain they live on (a grid, or the graph of
+    ``edges``), checked."""
+    arr = np.asarray(values)
+    if arr.size == 0:
+        raise ValueError("values must not be empty")
+    flat = arr.reshape(-1)
+    if flat.dtype.kind not in "f":
+        flat = flat.astype(float)
+    if edges is not None:
+        if arr.ndim != 1:
+            raise ValueError("with edges, values must be a 1-D array of point values")
+        return flat, _Graph(validate_edges(edges, flat.size), flat.size)
+    if arr.ndim == 0:
+        raise ValueError("a grid needs at least one dimension")
+    _check_connectivity(connectivity)
+    shape = tuple(int(s) for s in arr.shape)
+    if coords is not None and isinstance(coords, (list, tuple)) and (
+            len(coords) != len(shape)
+            or any(np.asarray(c).size != s for c, s in zip(coords, shape, strict=True))):
+        raise ValueError("grid coords must be one 1-D array per axis matching the shape")
+    return flat, _Grid(shape, connectivity)
+
+
 def merge_tree(
     values: np.ndarray,
     *,
@@ -421,57 +501,18 @@ def merge_tree(
     Returns:
         The :class:`MergeTree`, including basin labels and volumes.
     """
-    arr = np.asarray(values)
-    if arr.size == 0:
-        raise ValueError("values must not be empty")
-    flat = arr.reshape(-1)
-    if flat.dtype.kind not in "f":
-        flat = flat.astype(float)
-    if edges is None:
-        if arr.ndim == 0:
-            raise ValueError("a grid needs at least one dimension")
-        _check_connectivity(connectivity)
-        shape = tuple(int(s) for s in arr.shape)
-        if coords is not None and isinstance(coords, (list, tuple)):
-            if len(coords) != len(shape) or any(
-                np.asarray(c).size != s for c, s in zip(coords, shape, strict=True)
-            ):
-                raise ValueError("grid coords must be one 1-D array per axis matching the shape")
-    else:
-        if arr.ndim != 1:
-            raise ValueError("with edges, values must be a 1-D array of point values")
-        shape = None
-        connectivity = None
+    flat, domain = _domain(values, connectivity, edges, coords)
     n = flat.size
     _check_enough_finite(flat)
     budget = None if memory_budget is None else parse_bytes(memory_budget)
     _check_budget(budget, n, 0, "")
     order, rank = total_order(flat, nonfinite=nonfinite, kind=kind)
-    if shape is not None:
-        best = lowest_neighbour_grid(rank, shape, connectivity)
-    else:
-        e = validate_edges(edges, n)
-        best = lowest_neighbour_graph(rank, e)
-    labels, minima = descent_labels(best, order, rank)
-    del best
+    labels, minima = descent_labels(domain.lowest_neighbour(rank), order, rank)
     m = int(minima.size)
-    if shape is not None:
-        slots = 3 ** len(shape) - 1 if connectivity == "full" else 2 * len(shape)
-    else:
-        slots = -(-2 * len(e) // max(n, 1))
-    _check_budget(budget, n, min(m * slots, m * (m - 1) // 2), f" with {m} minima")
-    if shape is not None:
-        lo, hi, key = basin_edges_grid(labels, rank, shape, connectivity, m)
-    else:
-        lo, hi, key = basin_edges_graph(labels, rank, e, m)
+    _check_budget(budget, n, min(m * domain.slots(), m * (m - 1) // 2), f" with {m} minima")
+    lo, hi, key = domain.basin_edges(labels, rank, m)
     s_idx = order[key].astype(np.int64)
-    volumes = np.bincount(labels, minlength=m)
-    if shape is not None:
-        t_rank = np.full(m, -1, dtype=np.int64)
-        t_rank[labels[order[-1]]] = n - 1
-    else:
-        t_rank = np.full(m, -1, dtype=np.int64)
-        np.maximum.at(t_rank, labels, rank.astype(np.int64))
+    t_rank = domain.basin_top_ranks(labels, order, rank, m)
     t_idx = np.where(t_rank >= 0, order[np.maximum(t_rank, 0)], -1).astype(np.int64)
     t_val = np.where(t_rank >= 0, flat[np.maximum(t_idx, 0)], np.nan)
     del order, rank
@@ -480,19 +521,14 @@ def merge_tree(
         min_value=flat[minima],
         basin_edges=(lo, hi, key, s_idx, flat[s_idx]),
         basin_top=(t_rank, t_idx, t_val),
-        labels=labels.reshape(shape) if shape is not None else labels,
-        volumes=volumes,
-        shape=shape,
+        labels=labels.reshape(domain.shape) if domain.shape is not None else labels,
+        volumes=np.bincount(labels, minlength=m),
+        shape=domain.shape,
         kind=kind,
-        connectivity=connectivity,
+        connectivity=domain.connectivity,
         value_range=_finite_range(flat),
         coords=coords,
     )
-    logger.debug(
-        "merge tree: %d points, %d minima, %d basin edges, %d saddles",
-        n,
-        m,
-        key.size,
-        tree.saddle_nodes.size,
-    )
+    logger.debug("merge tree: %d points, %d minima, %d basin edges, %d saddles", n, m,
+                 key.size, tree.saddle_nodes.size)
     return tree
