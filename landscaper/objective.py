@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ._utils import parse_bytes, progress_bar
+from ._utils import format_bytes, parse_bytes, progress_bar
 from .batches import (
     Batch,
     SampleCount,
@@ -32,6 +32,7 @@ from .batches import (
     prepare,
     sample_counts,
 )
+from .frozen import FrozenCalls, record
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +261,10 @@ class Objective:
             float32 for float16/bfloat16 models, whose rounding would swamp curvature (their
             weights, floating buffers and the data in their dtype are upcast exactly, into
             copies). ``torch.float64`` gives double-precision Hessians of any model.
+        reuse_frozen: compute once per batch the submodule calls that θ does not change (all
+            of an encoder below the first selected layer, say) and reuse them at every point
+            and Hessian-vector product (see `landscaper.frozen`); False evaluates everything
+            every time. Off by itself, with one log line, where it cannot be shown safe.
 
     The loss of several batches is their mean weighted by sample count (label tokens for
     integer label arrays, −100 left out), so it equals the loss of all the data as one batch for
@@ -282,6 +287,7 @@ class Objective:
         memory_budget: int | str = "2GiB",
         sample_count: SampleCount | None = None,
         compute_dtype: torch.dtype | str | None = None,
+        reuse_frozen: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}; wrap "
@@ -346,7 +352,11 @@ class Objective:
         self.num_samples = None if counts is None else sum(counts)
         self.weights = [1.0] if counts is None else [c / self.num_samples for c in counts]
         self._vmap_ok = True
+        #: per batch, the submodule calls θ does not change, answered from a record
+        self._frozen: list[FrozenCalls | None] = [None] * len(self.batches)
         self._check_first_evaluation()
+        if reuse_frozen:
+            self._record_frozen()
 
     def _computed(self, tensor: torch.Tensor) -> torch.Tensor:
         """A floating tensor of the model's dtype in the compute dtype (itself otherwise)."""
@@ -508,8 +518,56 @@ class Objective:
                        for n, b in buffers.items()}
         return functional_call(self.model, (params, buffers), args, kwargs, strict=False)
 
+    def _record_frozen(self) -> None:
+        """Record, per batch, the submodule calls that depend on neither θ nor inputs that
+        require grad (see `landscaper.frozen`); kept when they fit a quarter of the budget."""
+        why = ("the loss is random (allow_train_mode)" if self.allow_train_mode else
+               "forward modifies its inputs or buffers in place"
+               if self._copy_inputs or self._reset_buffers else
+               "the model is compiled" if hasattr(self.model, "_orig_mod") else None)
+        if why is not None:
+            logger.info("evaluating every submodule at every point: %s", why)
+            return
+        theta = self.theta0.detach().clone().requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                records = [record(self.model, lambda b=b: self._loss_fresh(theta, b))
+                           for b in self.batches]
+        except Exception as err:  # noqa: BLE001 - reuse is an optimisation, never a new failure
+            logger.info("evaluating every submodule at every point: recording the outputs θ "
+                        "does not change failed (%s: %s)", type(err).__name__,
+                        str(err).splitlines()[0][:200] if str(err) else "")
+            return
+        held = sum(r.nbytes for r in records if r is not None)
+        if held > self.memory_budget // 4:
+            logger.info("evaluating every submodule at every point: the outputs θ does not "
+                        "change take %s, more than a quarter of the memory budget %s",
+                        format_bytes(held), format_bytes(self.memory_budget))
+            return
+        self._frozen = records
+        if any(r is not None for r in records):
+            logger.info("reusing %d submodule outputs θ does not change (%s), computed once per "
+                        "batch", sum(r.n_calls for r in records if r is not None),
+                        format_bytes(held))
+
     def loss_on(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Mean loss of one batch at θ (differentiable)."""
+        """Mean loss of one batch at θ (differentiable). Submodule calls θ does not change are
+        answered from the record of that batch (`landscaper.frozen`) when there is one."""
+        index = next((i for i, b in enumerate(self.batches) if b is batch), None)
+        frozen = None if index is None else self._frozen[index]
+        if frozen is None:
+            return self._loss_fresh(theta, batch)
+        with frozen.replaying():
+            loss = self._loss_fresh(theta, batch)
+        if frozen.deviated is None:
+            return loss
+        logger.warning("stopped reusing submodule outputs (%s); evaluating every submodule "
+                       "from now on", frozen.deviated)
+        self._frozen = [None] * len(self.batches)
+        return self._loss_fresh(theta, batch)
+
+    def _loss_fresh(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean loss of one batch at θ, every submodule evaluated."""
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return self._call_model(theta, *args, **kwargs)
