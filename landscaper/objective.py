@@ -352,11 +352,14 @@ class Objective:
         self.num_samples = None if counts is None else sum(counts)
         self.weights = [1.0] if counts is None else [c / self.num_samples for c in counts]
         self._vmap_ok = True
-        #: per batch, the submodule calls θ does not change, answered from a record
+        #: per batch, the submodule calls θ does not change, answered from a record (recorded
+        #: at the batch's first evaluation outside a vmap; see `_record_frozen`)
         self._frozen: list[FrozenCalls | None] = [None] * len(self.batches)
+        self._unrecorded: set[int] = set()
+        self._frozen_bytes = 0
         self._check_first_evaluation()
         if reuse_frozen:
-            self._record_frozen()
+            self._start_reuse()
 
     def _computed(self, tensor: torch.Tensor) -> torch.Tensor:
         """A floating tensor of the model's dtype in the compute dtype (itself otherwise)."""
@@ -518,9 +521,8 @@ class Objective:
                        for n, b in buffers.items()}
         return functional_call(self.model, (params, buffers), args, kwargs, strict=False)
 
-    def _record_frozen(self) -> None:
-        """Record, per batch, the submodule calls that depend on neither θ nor inputs that
-        require grad (see `landscaper.frozen`); kept when they fit a quarter of the budget."""
+    def _start_reuse(self) -> None:
+        """Reuse what θ does not change, unless that cannot be shown safe (one log line)."""
         why = ("the loss is random (allow_train_mode)" if self.allow_train_mode else
                "forward modifies its inputs or buffers in place"
                if self._copy_inputs or self._reset_buffers else
@@ -528,32 +530,46 @@ class Objective:
         if why is not None:
             logger.info("evaluating every submodule at every point: %s", why)
             return
+        self._unrecorded = set(range(len(self.batches)))
+
+    def _stop_reuse(self, why: str) -> None:
+        self._frozen = [None] * len(self.batches)
+        self._unrecorded = set()
+        logger.info("evaluating every submodule at every point from now on: %s", why)
+
+    def record_frozen(self) -> None:
+        """Record now what θ does not change for every batch not recorded yet (otherwise done
+        at each batch's first evaluation outside a vmap), e.g. before measuring an evaluation."""
+        for index in sorted(self._unrecorded):
+            self._record_frozen(index)
+
+    def _record_frozen(self, index: int) -> None:
+        """Record batch ``index``'s submodule calls that depend on neither θ nor inputs that
+        require grad (see `landscaper.frozen`): one evaluation at θ₀ with θ requiring grad. The
+        records are kept while all of them fit a quarter of the memory budget."""
+        self._unrecorded.discard(index)
         theta = self.theta0.detach().clone().requires_grad_(True)
-        try:
-            with torch.enable_grad():
-                records = [record(self.model, lambda b=b: self._loss_fresh(theta, b))
-                           for b in self.batches]
-        except Exception as err:  # noqa: BLE001 - reuse is an optimisation, never a new failure
-            logger.info("evaluating every submodule at every point: recording the outputs θ "
-                        "does not change failed (%s: %s)", type(err).__name__,
-                        str(err).splitlines()[0][:200] if str(err) else "")
+        batch = self.batches[index]
+        with torch.enable_grad():
+            found = record(self.model, lambda: self._loss_fresh(theta, batch))
+        if found is None:
             return
-        held = sum(r.nbytes for r in records if r is not None)
-        if held > self.memory_budget // 4:
-            logger.info("evaluating every submodule at every point: the outputs θ does not "
-                        "change take %s, more than a quarter of the memory budget %s",
-                        format_bytes(held), format_bytes(self.memory_budget))
+        self._frozen_bytes += found.nbytes
+        if self._frozen_bytes > self.memory_budget // 4:
+            held = format_bytes(self._frozen_bytes)
+            self._stop_reuse(f"the outputs θ does not change take {held}, more than a quarter "
+                             f"of the memory budget {format_bytes(self.memory_budget)}")
             return
-        self._frozen = records
-        if any(r is not None for r in records):
-            logger.info("reusing %d submodule outputs θ does not change (%s), computed once per "
-                        "batch", sum(r.n_calls for r in records if r is not None),
-                        format_bytes(held))
+        self._frozen[index] = found
+        logger.info("batch %d: reusing %d submodule outputs θ does not change (%s), computed "
+                    "once", index, found.n_calls, format_bytes(found.nbytes))
 
     def loss_on(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean loss of one batch at θ (differentiable). Submodule calls θ does not change are
         answered from the record of that batch (`landscaper.frozen`) when there is one."""
         index = next((i for i, b in enumerate(self.batches) if b is batch), None)
+        if index in self._unrecorded and torch._C._functorch.peek_interpreter_stack() is None:
+            self._record_frozen(index)  # outside vmap: the recording sees plain tensors
         frozen = None if index is None else self._frozen[index]
         if frozen is None:
             return self._loss_fresh(theta, batch)
@@ -561,9 +577,8 @@ class Objective:
             loss = self._loss_fresh(theta, batch)
         if frozen.deviated is None:
             return loss
-        logger.warning("stopped reusing submodule outputs (%s); evaluating every submodule "
-                       "from now on", frozen.deviated)
-        self._frozen = [None] * len(self.batches)
+        logger.warning("stopped reusing submodule outputs (%s)", frozen.deviated)
+        self._stop_reuse(frozen.deviated)
         return self._loss_fresh(theta, batch)
 
     def _loss_fresh(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:

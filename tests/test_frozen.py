@@ -97,7 +97,6 @@ def test_reuse_equals_full_evaluation(name):
     before = snapshot(model)
     reused = Objective(model, data, loss_fn, params)
     full = Objective(model, data, loss_fn, params, reuse_frozen=False)
-    assert any(r is not None for r in reused._frozen), "nothing was reused"
     gen = torch.Generator().manual_seed(0)
     thetas = reused.theta0 + 0.3 * torch.randn(6, reused.num_params, generator=gen,
                                                dtype=torch.float64)
@@ -109,6 +108,7 @@ def test_reuse_equals_full_evaluation(name):
     eig = top_eigenpairs(reused, k=2).eigenvalues
     np.testing.assert_allclose(eig, top_eigenpairs(full, k=2).eigenvalues, rtol=1e-10)
     np.testing.assert_allclose(eig, dense_hessian(full)[:2], rtol=1e-7, atol=1e-10)
+    assert any(r is not None for r in reused._frozen), "nothing was reused"
     assert all(r is None or r.deviated is None for r in reused._frozen)
     assert_unchanged(model, before)
 
@@ -120,7 +120,8 @@ def test_the_frozen_prefix_runs_once_per_batch():
     start = counted.calls
     land = Landscape.compute(objective=objective, directions="random", steps=5, progress=False)
     top_eigenpairs(objective, k=1)
-    assert counted.calls == start and land.shape == (5, 5)
+    # recorded once per batch at its first evaluation, then never run again
+    assert counted.calls == start + len(data) and land.shape == (5, 5)
     full = Objective(model, data, loss_fn, params, reuse_frozen=False)
     start = counted.calls
     full.batch(objective.theta0.expand(3, -1), chunk_size=1)
@@ -168,4 +169,7 @@ def test_inputs_that_require_grad_are_never_reused():
 
     data = [(torch.rand(20, 2, dtype=torch.float64),)]
     reused = Objective(model, data, batch_loss=residual, params="2.*")
-    assert reused._frozen == [None]
+    full = Objective(model, data, batch_loss=residual, params="2.*", reuse_frozen=False)
+    theta = reused.theta0 + 0.1
+    assert float(reused(theta)) == float(full(theta))
+    assert reused._frozen == [None] and not reused._unrecorded  # recorded: nothing to reuse

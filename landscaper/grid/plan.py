@@ -102,6 +102,7 @@ def bytes_per_point(objective: Objective) -> int:
             activation += _output_bytes(output)
 
         largest = max(range(len(objective.batches)), key=lambda i: objective.weights[i])
+        objective.record_frozen()  # measure the evaluation as the grid will run it
         handles = [m.register_forward_hook(hook) for m in objective.model.modules()]
         try:
             with torch.no_grad():
