@@ -355,6 +355,7 @@ class Objective:
         #: per batch, the submodule calls θ does not change, answered from a record (recorded
         #: at the batch's first evaluation outside a vmap; see `_record_frozen`)
         self._frozen: list[FrozenCalls | None] = [None] * len(self.batches)
+        self._batch_index = {id(b): i for i, b in enumerate(self.batches)}
         self._unrecorded: set[int] = set()
         self._frozen_bytes = 0
         self._check_first_evaluation()
@@ -567,7 +568,9 @@ class Objective:
     def loss_on(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean loss of one batch at θ (differentiable). Submodule calls θ does not change are
         answered from the record of that batch (`landscaper.frozen`) when there is one."""
-        index = next((i for i, b in enumerate(self.batches) if b is batch), None)
+        index = self._batch_index.get(id(batch))
+        if index is not None and self.batches[index] is not batch:  # an id reused by another
+            index = None
         if index in self._unrecorded and torch._C._functorch.peek_interpreter_stack() is None:
             self._record_frozen(index)  # outside vmap: the recording sees plain tensors
         frozen = None if index is None else self._frozen[index]
