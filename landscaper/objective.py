@@ -32,7 +32,7 @@ from .batches import (
     prepare,
     sample_counts,
 )
-from .frozen import FrozenCalls, record
+from .frozen import EntryCall, FrozenCalls, record
 
 logger = logging.getLogger(__name__)
 
@@ -358,9 +358,10 @@ class Objective:
         self._batch_index = {id(b): i for i, b in enumerate(self.batches)}
         self._unrecorded: set[int] = set()
         self._frozen_bytes = 0
-        self._check_first_evaluation()
-        if reuse_frozen:
-            self._start_reuse()
+        #: whether the records of what θ does not change are too large to keep (a grid then
+        #: records each batch once per chunk of points; see `landscaper.subspace`)
+        self.streams_frozen = False
+        self._check_first_evaluation(reuse_frozen)
 
     def _computed(self, tensor: torch.Tensor) -> torch.Tensor:
         """A floating tensor of the model's dtype in the compute dtype (itself otherwise)."""
@@ -379,16 +380,17 @@ class Objective:
                 f"the model is in training mode and has dropout/batch-norm layers "
                 f"({', '.join(stochastic[:4])}{', ...' if len(stochastic) > 4 else ''})"))
 
-    def _check_first_evaluation(self) -> None:
+    def _check_first_evaluation(self, reuse_frozen: bool) -> None:
         """Evaluate θ₀ on the smallest batch: note in-place updates, refuse randomness, explain
-        dtype errors.
+        dtype errors, and start reusing what θ does not change if asked and safe.
 
         The first evaluation runs on a copy of the batch and on the buffer copies: a forward
         that modifies its inputs gets copies of the data at every evaluation from then on, and
         buffers it updates are reset to the model's values at every evaluation, so each loss
         is a function of θ alone and neither the data nor the model ever change. Then the loss
-        is evaluated once more: a random number drawn, or a different value, is refused. The
-        random number generators are forked, so the caller's random stream is untouched.
+        is evaluated once more (recording that batch's reusable calls, `_start_reuse`): a
+        random number drawn, or a different value, is refused. The random number generators
+        are forked, so the caller's random stream is untouched.
         """
         smallest = min(range(len(self.batches)), key=lambda i: sum(
             t.numel() for t in all_tensors(self.batches[i])))
@@ -404,6 +406,8 @@ class Objective:
                 drew = any(not torch.equal(a, b) for a, b in
                            zip(before, _rng_states(self.device), strict=True))
                 self._note_in_place(probe, inputs, buffers)
+                if reuse_frozen:
+                    self._start_reuse()
                 second = self.loss_on(self.theta0, batch)
         except RuntimeError as err:
             raise self._explain_failure(err, batch) from err
@@ -536,6 +540,7 @@ class Objective:
     def _stop_reuse(self, why: str) -> None:
         self._frozen = [None] * len(self.batches)
         self._unrecorded = set()
+        self.streams_frozen = False
         logger.info("evaluating every submodule at every point from now on: %s", why)
 
     def record_frozen(self) -> None:
@@ -544,39 +549,64 @@ class Objective:
         for index in sorted(self._unrecorded):
             self._record_frozen(index)
 
-    def _record_frozen(self, index: int) -> None:
-        """Record batch ``index``'s submodule calls that depend on neither θ nor inputs that
-        require grad (see `landscaper.frozen`): one evaluation at θ₀ with θ requiring grad. The
-        records are kept while all of them fit a quarter of the memory budget."""
-        self._unrecorded.discard(index)
+    def frozen_record(self, index: int) -> FrozenCalls | None:
+        """Batch ``index``'s submodule calls that depend on neither θ nor inputs that require
+        grad (see `landscaper.frozen`), recorded by one evaluation at θ₀ with θ requiring grad;
+        None when there are none. Not kept: `loss_on` uses the records it keeps."""
         theta = self.theta0.detach().clone().requires_grad_(True)
         batch = self.batches[index]
         with torch.enable_grad():
-            found = record(self.model, lambda: self._loss_fresh(theta, batch))
+            return record(self.model, lambda: self._loss_fresh(theta, batch))
+
+    def _record_frozen(self, index: int) -> None:
+        """Record batch ``index`` (`frozen_record`) and keep it while all records fit a
+        quarter of the memory budget; beyond that none are kept, and grids stream them
+        (`streams_frozen`)."""
+        self._unrecorded.discard(index)
+        found = self.frozen_record(index)
         if found is None:
             return
         self._frozen_bytes += found.nbytes
         if self._frozen_bytes > self.memory_budget // 4:
             held = format_bytes(self._frozen_bytes)
-            self._stop_reuse(f"the outputs θ does not change take {held}, more than a quarter "
-                             f"of the memory budget {format_bytes(self.memory_budget)}")
+            self._frozen = [None] * len(self.batches)
+            self._unrecorded = set()
+            self.streams_frozen = True
+            logger.info("the outputs θ does not change take %s, more than a quarter of the "
+                        "memory budget %s: none are kept; a grid records each batch once per "
+                        "chunk of points instead, and Hessian-vector products evaluate every "
+                        "submodule", held, format_bytes(self.memory_budget))
             return
         self._frozen[index] = found
-        logger.info("batch %d: reusing %d submodule outputs θ does not change (%s), computed "
-                    "once", index, found.n_calls, format_bytes(found.nbytes))
+        if found.n_calls:
+            logger.info("batch %d: reusing %d submodule outputs θ does not change (%s), "
+                        "computed once", index, found.n_calls, format_bytes(found.nbytes))
+
+    def batch_index(self, batch: Batch) -> int | None:
+        """Position of ``batch`` in `batches` (None for a batch that is not one of them)."""
+        index = self._batch_index.get(id(batch))
+        if index is not None and self.batches[index] is not batch:  # an id reused by another
+            return None
+        return index
 
     def loss_on(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean loss of one batch at θ (differentiable). Submodule calls θ does not change are
         answered from the record of that batch (`landscaper.frozen`) when there is one."""
-        index = self._batch_index.get(id(batch))
-        if index is not None and self.batches[index] is not batch:  # an id reused by another
-            index = None
+        index = self.batch_index(batch)
         if index in self._unrecorded and torch._C._functorch.peek_interpreter_stack() is None:
             self._record_frozen(index)  # outside vmap: the recording sees plain tensors
         frozen = None if index is None else self._frozen[index]
-        if frozen is None:
+        return self.loss_replayed(theta, batch, frozen)
+
+    def loss_replayed(self, theta: torch.Tensor, batch: Batch, frozen: FrozenCalls | None,
+                      answers: Mapping[EntryCall, Callable[..., Any]] | None = None
+                      ) -> torch.Tensor:
+        """Mean loss of ``batch`` at θ with ``frozen`` (its record, or None) replayed, and
+        ``answers`` for some of its entry calls; a replay that deviates from the record stops
+        all reuse (one warning) and this evaluation is redone in full."""
+        if frozen is None or not (frozen.n_calls or answers):
             return self._loss_fresh(theta, batch)
-        with frozen.replaying():
+        with frozen.replaying(answers):
             loss = self._loss_fresh(theta, batch)
         if frozen.deviated is None:
             return loss
@@ -696,24 +726,36 @@ class Objective:
         evaluated together with :func:`torch.func.vmap`; a model that vmap cannot batch falls
         back to one vector at a time (logged once).
         """
+        thetas = self._check_theta(thetas, batched=True)
+        return self.evaluate_rows(self._loss_all, thetas, chunk_size=chunk_size,
+                                  vectorize=vectorize, progress=progress)
+
+    def evaluate_rows(self, loss: Callable[..., torch.Tensor], *rows: torch.Tensor,
+                      chunk_size: int | None = None, vectorize: bool = True,
+                      progress: bool = False) -> torch.Tensor:
+        """``loss(*row)`` for every row of the tensors ``rows`` (equal first dimensions),
+        without gradients, vmapped in chunks as `batch` does (``loss`` evaluates this objective
+        at a point the row describes)."""
         from .grid.plan import max_chunk_size
 
-        thetas = self._check_theta(thetas, batched=True)
         chunk = chunk_size or max_chunk_size(self)
-        out = torch.empty(thetas.shape[0], dtype=self.dtype, device=self.device)
-        bar = progress_bar(thetas.shape[0], "loss", progress)
+        n = rows[0].shape[0]
+        out = torch.empty(n, dtype=self.dtype, device=self.device)
+        bar = progress_bar(n, "loss", progress)
         with torch.no_grad(), bar:
-            for start in range(0, thetas.shape[0], chunk):
-                block = thetas[start : start + chunk]
-                out[start : start + block.shape[0]] = self._evaluate_block(block, vectorize)
-                bar.update(block.shape[0])
+            for start in range(0, n, chunk):
+                block = [r[start : start + chunk] for r in rows]
+                out[start : start + block[0].shape[0]] = self._evaluate_block(
+                    loss, block, vectorize)
+                bar.update(block[0].shape[0])
         return out
 
-    def _evaluate_block(self, block: torch.Tensor, vectorize: bool) -> torch.Tensor:
-        if vectorize and self._vmap_ok and block.shape[0] > 1:
+    def _evaluate_block(self, loss: Callable[..., torch.Tensor], block: list[torch.Tensor],
+                        vectorize: bool) -> torch.Tensor:
+        if vectorize and self._vmap_ok and block[0].shape[0] > 1:
             randomness = "different" if self.allow_train_mode else "error"
             try:
-                return vmap(self._loss_all, randomness=randomness)(block)
+                return vmap(loss, randomness=randomness)(*block)
             except (RuntimeError, NotImplementedError) as err:
                 if "randomness" in str(err) and not self.allow_train_mode:
                     raise ValueError(random_loss_message(
@@ -722,4 +764,4 @@ class Objective:
                 self._vmap_ok = False
                 logger.warning("vmap cannot batch this model (%s); evaluating one point at a "
                                "time", str(err).splitlines()[0][:200])
-        return torch.stack([self._loss_all(theta) for theta in block])
+        return torch.stack([loss(*row) for row in zip(*block, strict=True)])

@@ -2,8 +2,9 @@
 
 An executor takes an objective, a `GridSpec` and the `Execution` options and returns the
 flat loss array. `LocalExecutor` evaluates every chunk here; `landscaper.grid.sharded` splits
-the chunks across the ranks of a process group. Both build each chunk's points as θ₀ + A·D one
-vmapped call at a time (`evaluate_chunk`) and keep NaN/inf losses as they are.
+the chunks across the ranks of a process group. Both evaluate each chunk's points θ₀ + A·D
+one vmapped call at a time through `landscaper.subspace.SubspaceLoss` (`evaluate_chunk`) and
+keep NaN/inf losses as they are.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import torch
 from .._utils import check_count, format_bytes, progress_bar
 from ..directions import Directions
 from ..objective import Objective
+from ..subspace import SubspaceLoss
 from .plan import GridPlan, plan_grid
-from .spec import GridSpec, subspace_points
+from .spec import GridSpec
 from .store import GridCheckpoint, check_checkpoint_path, grid_fingerprint, objective_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -85,18 +87,17 @@ def grid_vectors(objective: Objective, spec: GridSpec) -> torch.Tensor:
     return vectors
 
 
-def evaluate_chunk(objective: Objective, spec: GridSpec, vectors: torch.Tensor, start: int,
+def grid_subspace(objective: Objective, vectors: torch.Tensor) -> SubspaceLoss:
+    """The loss on the grid's subspace θ₀ + A·D (first layers answered from k + 1 products)."""
+    return SubspaceLoss(objective, objective.theta0, vectors)
+
+
+def evaluate_chunk(objective: Objective, spec: GridSpec, subspace: SubspaceLoss, start: int,
                    stop: int, vmap_chunk: int) -> np.ndarray:
-    """Losses at flat grid points ``start:stop``, built as θ₀ + A·D one vmapped call at a time."""
+    """Losses at flat grid points ``start:stop`` of the subspace θ₀ + A·D, one vmapped call of
+    ``vmap_chunk`` coefficient rows at a time."""
     coeffs = torch.as_tensor(spec.coefficients(start, stop), dtype=objective.dtype)
-    coeffs = coeffs.to(objective.device)
-    done = np.empty(stop - start)
-    for sub in range(0, stop - start, vmap_chunk):
-        # build only the parameter vectors of one vmapped call
-        thetas = subspace_points(objective.theta0, coeffs[sub : sub + vmap_chunk], vectors)
-        done[sub : sub + thetas.shape[0]] = objective.batch(
-            thetas, chunk_size=vmap_chunk).double().cpu().numpy()
-    return done
+    return subspace.batch(coeffs, chunk_size=vmap_chunk).double().cpu().numpy()
 
 
 def open_store(execution: Execution, objective: Objective, fingerprint: str | None,
@@ -128,14 +129,14 @@ def count_points(bounds: Sequence[tuple[int, int]], chunks: Sequence[int]) -> in
     return sum(bounds[i][1] - bounds[i][0] for i in chunks)
 
 
-def evaluate_chunks(objective: Objective, spec: GridSpec, vectors: torch.Tensor,
+def evaluate_chunks(objective: Objective, spec: GridSpec, subspace: SubspaceLoss,
                     plan: GridPlan, store: GridCheckpoint | None, chunks: Sequence[int],
                     loss: np.ndarray, bar: Any) -> None:
     """Evaluate ``chunks`` into ``loss``, each written to ``store`` as soon as it is done."""
     bounds = plan.bounds
     for i in chunks:
         start, stop = bounds[i]
-        done = evaluate_chunk(objective, spec, vectors, start, stop, plan.chunk_size)
+        done = evaluate_chunk(objective, spec, subspace, start, stop, plan.chunk_size)
         if store is not None:
             store.save(start, stop, done)
         loss[start:stop] = done
@@ -183,9 +184,10 @@ class LocalExecutor:
         vectors = grid_vectors(objective, spec)
         fingerprint = (grid_fingerprint(objective, spec, vectors)
                        if execution.checkpoint is not None else None)
+        subspace = grid_subspace(objective, vectors)
         plan = plan_grid(objective, spec.n_points, memory_budget=execution.budget(objective),
                          chunk_size=execution.chunk_size,
-                         points_per_chunk=execution.points_per_chunk)
+                         points_per_chunk=execution.points_per_chunk, subspace=subspace)
         log_plan(spec, plan, 1)
         plan, store = open_store(execution, objective, fingerprint, plan)
         loss = np.empty(spec.n_points, dtype=np.float64)
@@ -193,7 +195,7 @@ class LocalExecutor:
         resumed = spec.n_points - count_points(plan.bounds, missing)
         with progress_bar(spec.n_points, "grid", execution.progress) as bar:
             bar.update(resumed)
-            evaluate_chunks(objective, spec, vectors, plan, store, missing, loss, bar)
+            evaluate_chunks(objective, spec, subspace, plan, store, missing, loss, bar)
         if resumed:
             logger.info("resumed %d of %d points from %s", resumed, spec.n_points,
                         execution.checkpoint)

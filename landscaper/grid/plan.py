@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .._utils import Stopwatch, format_bytes, parse_bytes
 from ..objective import Objective
+
+if TYPE_CHECKING:  # the subspace evaluates through the planner's chunk bound
+    from ..subspace import SubspaceLoss
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +30,21 @@ MIN_POINTS_PER_CHUNK = 256
 MIN_CHUNKS_PER_RANK = 8
 
 _BYTES_PER_POINT: weakref.WeakKeyDictionary[Objective, int] = weakref.WeakKeyDictionary()
-_TUNED_CHUNK: weakref.WeakKeyDictionary[Objective, tuple[int, float]] = (
+#: per objective, the tuned chunk and its seconds per point, of θ rows and of subspace rows
+_TUNED_CHUNK: weakref.WeakKeyDictionary[Objective, dict[bool, tuple[int, float]]] = (
     weakref.WeakKeyDictionary())
+
+
+def _timed_rows(objective: Objective, subspace: SubspaceLoss | None
+                ) -> Callable[[int, int], None]:
+    """``evaluate(n, chunk)``: losses at ``n`` copies of the origin in vmapped calls of
+    ``chunk``, as a grid evaluates them (through ``subspace`` when given)."""
+    if subspace is None:
+        return lambda n, chunk: objective.batch(objective.theta0.expand(n, -1),
+                                                chunk_size=chunk, vectorize=chunk > 1)
+    zeros = torch.zeros(1, subspace.k, dtype=objective.dtype, device=objective.device)
+    return lambda n, chunk: subspace.batch(zeros.expand(n, -1), chunk_size=chunk,
+                                           vectorize=chunk > 1)
 
 
 @dataclass(frozen=True)
@@ -128,33 +144,35 @@ def max_chunk_size(objective: Objective, memory_budget: int | str | None = None)
     return max(1, budget // per_point)
 
 
-def tune_chunk_size(objective: Objective, max_chunk: int, max_points: int = 512
-                    ) -> tuple[int, float]:
+def tune_chunk_size(objective: Objective, max_chunk: int, max_points: int = 512,
+                    subspace: SubspaceLoss | None = None) -> tuple[int, float]:
     """The fastest vmap chunk among 1, 4, 16, … up to ``max_chunk``, and its seconds/point.
 
-    Measured on copies of θ₀, spending at most about ``max_points`` evaluations; chunk 1 means
-    plain sequential calls. On CPUs a large vmapped batch is often slower per point than a
-    small one (or than no vmap at all), so the memory bound alone is a poor choice. The result
-    is cached per objective.
+    Measured on copies of θ₀ (as points of ``subspace`` when given, the way a grid evaluates
+    them), spending at most about ``max_points`` evaluations; chunk 1 means plain sequential
+    calls. On CPUs a large vmapped batch is often slower per point than a small one (or than
+    no vmap at all), so the memory bound alone is a poor choice. The result is cached per
+    objective.
     """
-    cached = _TUNED_CHUNK.get(objective)
+    cache = _TUNED_CHUNK.setdefault(objective, {})
+    cached = cache.get(subspace is not None)
     if cached is not None and cached[0] <= max_chunk:
         return cached
+    evaluate = _timed_rows(objective, subspace)
     candidates = [1]
     while candidates[-1] * 4 <= max_chunk:
         candidates.append(candidates[-1] * 4)
     best_chunk, best_time, spent = 1, float("inf"), 0
-    objective.batch(objective.theta0[None], chunk_size=1, vectorize=False)  # warm-up
+    evaluate(1, 1)  # warm-up
     for chunk in candidates:
         reps = max(1, 8 // chunk)
         if chunk > 1 and (spent + chunk * reps > max_points or not objective.vectorizes):
             break
-        block = objective.theta0.expand(chunk, -1)
         if chunk > 1:
-            objective.batch(block, chunk_size=chunk)  # warm-up of this shape
+            evaluate(chunk, chunk)  # warm-up of this shape
         watch = Stopwatch()
         for _ in range(reps):
-            objective.batch(block, chunk_size=chunk)
+            evaluate(chunk, chunk)
         per_point = watch.seconds / (chunk * reps)
         spent += chunk * (reps + int(chunk > 1))
         if per_point < best_time:
@@ -162,17 +180,18 @@ def tune_chunk_size(objective: Objective, max_chunk: int, max_points: int = 512
         elif per_point > 1.5 * best_time:
             break
     logger.info("chunk size %d is fastest (%.3g ms per point)", best_chunk, 1e3 * best_time)
-    _TUNED_CHUNK[objective] = (best_chunk, best_time)
+    cache[subspace is not None] = (best_chunk, best_time)
     return best_chunk, best_time
 
 
 def estimate_grid(objective: Objective, n_points: int, memory_budget: int | str | None = None,
-                  chunk_size: int | None = None, points_per_chunk: int | None = None
-                  ) -> GridPlan:
+                  chunk_size: int | None = None, points_per_chunk: int | None = None,
+                  subspace: SubspaceLoss | None = None) -> GridPlan:
     """Memory and time of a grid of ``n_points``; raises MemoryError if it cannot fit.
 
     Without ``chunk_size`` the fastest vmap chunk that fits the budget (the objective's by
-    default) is measured (`tune_chunk_size`).
+    default) is measured (`tune_chunk_size`), on ``subspace`` when the grid is evaluated
+    through one.
     """
     budget = objective.memory_budget if memory_budget is None else parse_bytes(memory_budget)
     result_bytes = n_points * 8
@@ -183,7 +202,8 @@ def estimate_grid(objective: Objective, n_points: int, memory_budget: int | str 
     most = max(1, min(max_chunk_size(objective, budget - result_bytes), n_points))
     per_point_bytes = bytes_per_point(objective)
     if chunk_size is None:
-        chunk, per_point = tune_chunk_size(objective, most, max_points=max(8, n_points // 16))
+        chunk, per_point = tune_chunk_size(objective, most, max_points=max(8, n_points // 16),
+                                           subspace=subspace)
     else:
         chunk = max(1, min(chunk_size, n_points))
         if chunk > most:
@@ -191,10 +211,10 @@ def estimate_grid(objective: Objective, n_points: int, memory_budget: int | str 
                 f"chunk_size={chunk_size} parameter vectors per call exceed the memory budget "
                 f"{format_bytes(budget)} (~{format_bytes(per_point_bytes)} each); "
                 f"pass chunk_size<={most} or raise memory_budget")
-        probe = objective.theta0.expand(min(chunk, 16), -1)  # a timing sample, not a chunk
+        probe = min(chunk, 16)  # a timing sample, not a chunk
         watch = Stopwatch()
-        objective.batch(probe, chunk_size=probe.shape[0])
-        per_point = watch.seconds / probe.shape[0]
+        _timed_rows(objective, subspace)(probe, probe)
+        per_point = watch.seconds / probe
     if points_per_chunk is None:
         group = max(1, min(most // chunk, -(-MIN_POINTS_PER_CHUNK // chunk)))
         points = min(chunk * group, n_points)
@@ -215,10 +235,11 @@ def balanced_points_per_chunk(points_per_chunk: int, n_points: int, chunk_size: 
 
 def plan_grid(objective: Objective, n_points: int, *, memory_budget: int | str | None = None,
               chunk_size: int | None = None, points_per_chunk: int | None = None,
-              world_size: int = 1) -> GridPlan:
+              world_size: int = 1, subspace: SubspaceLoss | None = None) -> GridPlan:
     """The plan of a grid of ``n_points`` evaluated by ``world_size`` processes: `estimate_grid`,
     with the default points per chunk lowered for load balance across ranks."""
-    plan = estimate_grid(objective, n_points, memory_budget, chunk_size, points_per_chunk)
+    plan = estimate_grid(objective, n_points, memory_budget, chunk_size, points_per_chunk,
+                         subspace)
     if points_per_chunk is None:
         plan = plan.with_chunking(plan.chunk_size, balanced_points_per_chunk(
             plan.points_per_chunk, n_points, plan.chunk_size, world_size))

@@ -22,10 +22,12 @@ from .. import distributed as dist_utils
 from .._utils import progress_bar
 from ..directions import Directions
 from ..objective import Objective
+from ..subspace import SubspaceLoss
 from .execute import (
     Execution,
     count_points,
     evaluate_chunks,
+    grid_subspace,
     grid_vectors,
     log_plan,
     open_store,
@@ -89,13 +91,14 @@ class ShardedExecutor:
         return {"world_size": self.world_size}
 
     def _plan(self, objective: Objective, spec: GridSpec, execution: Execution,
-              fingerprint: str) -> tuple[GridPlan, GridCheckpoint | None]:
+              fingerprint: str, subspace: SubspaceLoss
+              ) -> tuple[GridPlan, GridCheckpoint | None]:
         """Rank 0's plan (and checkpoint) on every rank; the others open its checkpoint."""
         def plan_on_rank0() -> tuple[GridPlan, GridCheckpoint | None]:
             plan = plan_grid(objective, spec.n_points, memory_budget=execution.budget(objective),
                              chunk_size=execution.chunk_size,
                              points_per_chunk=execution.points_per_chunk,
-                             world_size=self.world_size)
+                             world_size=self.world_size, subspace=subspace)
             log_plan(spec, plan, self.world_size)
             return open_store(execution, objective, fingerprint, plan)
 
@@ -119,7 +122,8 @@ class ShardedExecutor:
         vectors = grid_vectors(objective, spec)
         fingerprint = grid_fingerprint(objective, spec, vectors)
         dist_utils.check_agree(fingerprint, "grid fingerprint (θ₀, directions, axes, data, model)")
-        plan, store = self._plan(objective, spec, execution, fingerprint)
+        subspace = grid_subspace(objective, vectors)
+        plan, store = self._plan(objective, spec, execution, fingerprint, subspace)
         bounds = plan.bounds
         # entries this rank does not own hold -0.0, the identity of IEEE addition (x + -0.0 is
         # x bit for bit, signed zeros, inf and NaN included), so summing over ranks, where
@@ -134,7 +138,7 @@ class ShardedExecutor:
         error = None
         with progress_bar(own_points, "grid", execution.progress and self.rank == 0) as bar:
             try:
-                evaluate_chunks(objective, spec, vectors, plan, store, mine, loss, bar)
+                evaluate_chunks(objective, spec, subspace, plan, store, mine, loss, bar)
             except Exception as err:  # noqa: BLE001 - re-raised on every rank
                 error = err
         dist_utils.raise_together(error)
