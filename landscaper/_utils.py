@@ -18,7 +18,7 @@ import torch
 from .topology._bytes import format_bytes, parse_bytes
 
 __all__ = ["Stopwatch", "check_count", "format_bytes", "parse_bytes", "progress_bar", "timed",
-           "to_numpy"]
+           "seeded_cuda_devices", "to_numpy"]
 
 
 class Stopwatch:
@@ -51,6 +51,12 @@ def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+def seeded_cuda_devices(device: torch.device) -> list[int]:
+    """The CUDA devices a ``torch.manual_seed`` on ``device`` changes (all of them, since it
+    seeds every device), for ``torch.random.fork_rng(devices=...)``; none off CUDA."""
+    return list(range(torch.cuda.device_count())) if device.type == "cuda" else []
 
 
 def to_numpy(tensor: torch.Tensor, *, exact_bits: bool = False) -> np.ndarray:

@@ -298,7 +298,7 @@ def pca_directions(trajectory: torch.Tensor | np.ndarray, k: int = 2,
     if k > traj.shape[0] - int(center) or torch.any(evals[order] <= 1e-12 * evals.max()):
         raise ValueError(f"the trajectory spans fewer than k={k} dimensions; lower k")
     vectors = (evecs[:, order].T @ x) / evals[order].sqrt()[:, None]
-    explained = (evals[order] / evals.clamp_min(0).sum()).numpy()
+    explained = (evals[order] / evals.clamp_min(0).sum()).cpu().numpy()
     return Directions(vectors.to(traj.dtype if traj.dtype.is_floating_point else torch.float64),
                       "pca", Normalization.UNIT.value, True, explained,
                       {"centered": center, "trajectory_length": int(traj.shape[0])})
@@ -326,7 +326,9 @@ def user_directions(
         if not directions:
             raise ValueError(f"no directions given: pass a (k, {objective.num_params}) array")
         if isinstance(directions[0], Mapping):
-            vectors = torch.stack([objective.layout.flatten(d) for d in directions])
+            vectors = torch.stack([objective.layout.flatten(
+                {name: torch.as_tensor(v).to(objective.device) for name, v in d.items()})
+                for d in directions])
         else:
             rows = [torch.as_tensor(np.asarray(r) if isinstance(r, np.ndarray) else r)
                     for r in directions]

@@ -265,6 +265,8 @@ def _stage(what: str) -> Iterator[None]:
 
 
 def _check_distance_matrix(dist: Any) -> np.ndarray:
+    if isinstance(dist, torch.Tensor):
+        dist = dist.detach().cpu().numpy()
     dist = np.asarray(dist, dtype=np.float64)
     if dist.ndim != 2 or dist.shape[0] != dist.shape[1]:
         raise ValueError(f"precomputed=True needs a square (n, n) distance matrix, got shape "

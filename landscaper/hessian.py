@@ -179,23 +179,30 @@ class HessianOperator:
         for weight, batch in zip(obj.weights, obj.batches, strict=True):
             theta = self.theta.clone().requires_grad_(True)
             try:
-                loss = obj.loss_on(theta, batch)
-                (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True,
-                                              materialize_grads=True)
-                if not self._graph_checked:  # once: a graph walk costs about one forward
-                    _refuse_once_differentiable(loss)
-                    self._graph_checked = True
-                if not grad.requires_grad:  # loss is at most linear in theta: H = 0
-                    continue
-                (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, allow_unused=True,
-                                            materialize_grads=True)
+                with obj.full_precision():
+                    hv = self._batch_hvp(obj.loss_on(theta, batch), theta, v)
             except RuntimeError as err:
                 hinted = _second_derivative_hint(err)
                 if hinted is not None:
                     raise hinted from err
                 raise
-            out += weight * hv.detach()
+            if hv is not None:
+                out += weight * hv.detach()
         return out
+
+    def _batch_hvp(self, loss: torch.Tensor, theta: torch.Tensor, v: torch.Tensor
+                   ) -> torch.Tensor | None:
+        """H·v of one batch's loss (None when the loss is at most linear in θ: H = 0)."""
+        (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True,
+                                      materialize_grads=True)
+        if not self._graph_checked:  # once: a graph walk costs about one forward
+            _refuse_once_differentiable(loss)
+            self._graph_checked = True
+        if not grad.requires_grad:
+            return None
+        (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, allow_unused=True,
+                                    materialize_grads=True)
+        return hv
 
     def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
         """H @ V for V of shape (P, m)."""

@@ -59,6 +59,8 @@ def save_landscape(
     for i, axis in enumerate(axes):
         arrays[f"axis_{i}"] = np.asarray(axis, dtype=np.float64)
     if directions is not None:
+        if hasattr(directions, "detach"):  # a torch tensor, possibly on a GPU
+            directions = directions.detach().cpu().numpy()
         arrays["directions"] = np.asarray(directions)
     meta = {"format_version": FORMAT_VERSION, **metadata, "format_members": sorted(arrays)}
     arrays["format"] = _text_array(MAGIC)

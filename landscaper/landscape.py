@@ -6,6 +6,7 @@ import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,8 @@ class Landscape:
                 STORE_DIRECTIONS_MAX_BYTES)
         if not store_directions:  # the spec holds the vectors: keep neither (k·P numbers)
             return cls(loss, spec.axes, metadata)
+        if vectors.device.type != "cpu":  # kept on the host, never holding GPU memory
+            spec = replace(spec, directions=replace(spec.directions, vectors=vectors.cpu()))
         return cls(loss, spec.axes, metadata, vectors, spec=spec)
 
     @staticmethod

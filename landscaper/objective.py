@@ -12,7 +12,8 @@ import fnmatch
 import logging
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,6 +232,28 @@ def _moved(name: str, new: str) -> None:
                   DeprecationWarning, stacklevel=3)
 
 
+@contextmanager
+def _without_tf32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions in full float32 while the body runs (TF32, on by default, keeps
+    about 3 digits: too few for curvature); the caller's setting is restored."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+def _warn_reduced_matmul_precision(device: torch.device, dtype: torch.dtype) -> None:
+    if (device.type == "cuda" and dtype == torch.float32
+            and torch.get_float32_matmul_precision() != "highest"):
+        logger.warning("torch.get_float32_matmul_precision() is %r: float32 matrix products on "
+                       "the GPU run in reduced precision (TF32/bfloat16), so losses and "
+                       "curvature keep about 3 digits; call "
+                       "torch.set_float32_matmul_precision('highest') or pass "
+                       "compute_dtype=torch.float64", torch.get_float32_matmul_precision())
+
+
 def _same_value(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bitwise equality of two loss values (NaN equals NaN)."""
     a, b = a.detach().reshape(-1), b.detach().reshape(-1)
@@ -321,6 +344,7 @@ class Objective:
                         "copies of its parameters, floating buffers and %s data (the model is "
                         "not changed)", _name(self.model_dtype), _name(self.dtype),
                         _name(self.model_dtype))
+        _warn_reduced_matmul_precision(self.device, self.dtype)
         self.theta0 = torch.cat([p.detach().reshape(-1) for _, p in selected]).to(self.dtype)
         #: NaN/inf entries of θ₀ per parameter (the model's own weights); empty when finite.
         self.nonfinite_theta0 = _nonfinite_parameters(self.layout, self.theta0)
@@ -524,7 +548,14 @@ class Objective:
         elif self._reset_buffers:
             buffers = {n: b.clone() if n in self._reset_buffers else b
                        for n, b in buffers.items()}
-        return functional_call(self.model, (params, buffers), args, kwargs, strict=False)
+        with self.full_precision():
+            return functional_call(self.model, (params, buffers), args, kwargs, strict=False)
+
+    def full_precision(self) -> AbstractContextManager[None]:
+        """A context in which this objective's kernels keep full precision: on a GPU, cuDNN
+        convolutions without TF32 (forward here, and the backward passes of gradients and
+        Hessian-vector products, which run outside the forward); nothing to do elsewhere."""
+        return _without_tf32_convolutions() if self.device.type == "cuda" else nullcontext()
 
     def _start_reuse(self) -> None:
         """Reuse what θ does not change, unless that cannot be shown safe (one log line)."""
@@ -653,8 +684,9 @@ class Objective:
         grad = torch.zeros_like(theta)
         for weight, batch in zip(self.weights, self.batches, strict=True):
             th = theta.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.loss_on(th, batch), th, allow_unused=True,
-                                       materialize_grads=True)
+            with self.full_precision():
+                (g,) = torch.autograd.grad(self.loss_on(th, batch), th, allow_unused=True,
+                                           materialize_grads=True)
             grad += weight * g
         return grad
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import format_bytes, parse_bytes, progress_bar
+from ._utils import format_bytes, parse_bytes, progress_bar, seeded_cuda_devices
 from .directions import random_directions
 from .grid import grid_axes, grid_coordinates, subspace_points
 from .objective import Objective, ParameterLayout
@@ -121,10 +121,14 @@ def _evaluate(objective: Objective, accuracy: Objective | None, theta: torch.Ten
 
 
 def standard_epoch(loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor]) -> TrainEpoch:
-    """A plain training epoch over ``(inputs..., targets)`` batches, for `jump_and_retrain`."""
+    """A plain training epoch over ``(inputs..., targets)`` batches, for `jump_and_retrain`
+    (tensors are moved to the model's device, so CPU data train a model on a GPU)."""
 
     def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-        for *inputs, targets in loader:
+        device = next(model.parameters()).device
+        for batch in loader:
+            *inputs, targets = (t.to(device) if isinstance(t, torch.Tensor) else t
+                                for t in batch)
             optimizer.zero_grad()
             loss_fn(model(*inputs), targets).backward()
             optimizer.step()
@@ -174,7 +178,7 @@ def jump_and_retrain(
     loss, acc = np.empty(n), np.empty(n)
     seed_col, step_col, epoch_col = np.empty(n, int), np.empty(n), np.empty(n, int)
     row = 0
-    devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
+    devices = seeded_cuda_devices(objective.device)
     # retraining seeds the global generator per seed (reproducible runs): on a fork of it,
     # so the caller's random stream is left as it was
     with torch.random.fork_rng(devices=devices), progress_bar(n, "jump & retrain",

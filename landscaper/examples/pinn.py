@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._utils import Stopwatch
+from .._utils import Stopwatch, seeded_cuda_devices
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ class ConvectionProblem:
     def exact(self, x: Any, t: Any) -> Any:
         """The exact solution ``sin(x − β t)`` (tensors in, tensor out; otherwise NumPy)."""
         if isinstance(x, torch.Tensor) or isinstance(t, torch.Tensor):
-            return torch.sin(torch.as_tensor(x) - self.beta * torch.as_tensor(t))
+            x, t = torch.as_tensor(x), torch.as_tensor(t)
+            return torch.sin(x - self.beta * t.to(x.device))
         return np.sin(np.asarray(x) - self.beta * np.asarray(t))
 
     def batch(
@@ -317,7 +318,7 @@ def train_pinn(
         value.backward()
         return value
 
-    cuda = [device.index or 0] if device.type == "cuda" else []
+    cuda = seeded_cuda_devices(device)
     watch = Stopwatch()
     model.train()
     with torch.random.fork_rng(devices=cuda):

@@ -38,13 +38,24 @@ _TUNED_CHUNK: weakref.WeakKeyDictionary[Objective, dict[bool, tuple[int, float]]
 def _timed_rows(objective: Objective, subspace: SubspaceLoss | None
                 ) -> Callable[[int, int], None]:
     """``evaluate(n, chunk)``: losses at ``n`` copies of the origin in vmapped calls of
-    ``chunk``, as a grid evaluates them (through ``subspace`` when given)."""
+    ``chunk``, as a grid evaluates them (through ``subspace`` when given), finished when it
+    returns (a GPU is synchronised, so a stopwatch around it times the work)."""
     if subspace is None:
-        return lambda n, chunk: objective.batch(objective.theta0.expand(n, -1),
-                                                chunk_size=chunk, vectorize=chunk > 1)
-    zeros = torch.zeros(1, subspace.k, dtype=objective.dtype, device=objective.device)
-    return lambda n, chunk: subspace.batch(zeros.expand(n, -1), chunk_size=chunk,
-                                           vectorize=chunk > 1)
+        def losses(n: int, chunk: int) -> torch.Tensor:
+            return objective.batch(objective.theta0.expand(n, -1), chunk_size=chunk,
+                                   vectorize=chunk > 1)
+    else:
+        zeros = torch.zeros(1, subspace.k, dtype=objective.dtype, device=objective.device)
+
+        def losses(n: int, chunk: int) -> torch.Tensor:
+            return subspace.batch(zeros.expand(n, -1), chunk_size=chunk, vectorize=chunk > 1)
+
+    def evaluate(n: int, chunk: int) -> None:
+        losses(n, chunk)
+        if objective.device.type == "cuda":
+            torch.cuda.synchronize(objective.device)
+
+    return evaluate
 
 
 @dataclass(frozen=True)
