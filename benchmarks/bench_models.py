@@ -73,8 +73,27 @@ def pinn_mlp() -> nn.Module:
     )
 
 
+def digits_cnn_head() -> nn.Module:
+    """The layers of ``landscaper.examples.digits_cnn()`` (8 channels, 8x8 digits) with every
+    weight but the last Linear's stored as a buffer: ``model.parameters()`` is the classifier
+    head alone (650 parameters), so a tool that perturbs all parameters (the peers) takes the
+    landscape of the head while running the whole network at every point."""
+    model = nn.Sequential(
+        _Unflatten8x8(),
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64, 10),
+    )
+    for layer in (model[1], model[4]):
+        for name, param in list(layer.named_parameters(recurse=False)):
+            delattr(layer, name)
+            layer.register_buffer(name, param.detach())
+    return model
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "digits_mlp": digits_mlp,
+    "digits_cnn_head": digits_cnn_head,
     "wide_cnn": wide_cnn,
     "pinn_mlp": pinn_mlp,
 }
@@ -82,6 +101,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 #: loss per model: "cross_entropy" (y int64 class labels) or "mse" (y float32, same shape as out)
 LOSS_KIND: dict[str, str] = {
     "digits_mlp": "cross_entropy",
+    "digits_cnn_head": "cross_entropy",
     "wide_cnn": "cross_entropy",
     "pinn_mlp": "mse",
 }
@@ -132,7 +152,7 @@ def split_flat(model: nn.Module, vec: np.ndarray) -> list[torch.Tensor]:
 def random_data(name: str, n: int = 1797, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic inputs/targets of the right shapes for model ``name`` (no sklearn needed)."""
     rng = np.random.default_rng(seed)
-    if name in ("digits_mlp", "wide_cnn"):
+    if name in ("digits_mlp", "wide_cnn", "digits_cnn_head"):
         X = rng.standard_normal((n, 64)).astype(np.float32)
         y = rng.integers(0, 10, size=n).astype(np.int64)
     elif name == "pinn_mlp":
