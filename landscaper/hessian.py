@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ._utils import check_count, format_bytes, parse_bytes, parse_choice
 from .objective import Objective, ParameterLayout
@@ -76,6 +78,15 @@ _COMPILE_HINT = (
     " This is a torch.compile'd module: compute the curvature on the uncompiled module "
     "(compiled._orig_mod, or build the model without torch.compile); losses and grids work "
     "compiled.")
+
+
+def differentiable_attention() -> AbstractContextManager[None]:
+    """A context in which F.scaled_dot_product_attention runs PyTorch's math kernel, which has
+    second derivatives (the fused CPU kernels, the default of nn.MultiheadAttention,
+    nn.TransformerEncoderLayer and HuggingFace models with attn_implementation="sdpa", have
+    none). Hessian-vector products run inside it, so such models need no reload with eager
+    attention; their values agree with the fused kernels to rounding."""
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def _second_derivative_hint(err: RuntimeError) -> DoubleBackwardError | None:
@@ -179,7 +190,7 @@ class HessianOperator:
         for weight, batch in zip(obj.weights, obj.batches, strict=True):
             theta = self.theta.clone().requires_grad_(True)
             try:
-                with obj.full_precision():
+                with obj.full_precision(), differentiable_attention():
                     hv = self._batch_hvp(obj.loss_on(theta, batch), theta, v)
             except RuntimeError as err:
                 hinted = _second_derivative_hint(err)

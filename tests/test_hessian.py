@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_unchanged, snapshot
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscaper import HessianOperator, Objective, spectral_density, top_eigenpairs, trace
-from landscaper.hessian import DoubleBackwardError
 
 
 def dense_hessian(reference, theta):
@@ -141,12 +141,22 @@ class SDPAModel(nn.Module):
         return F.scaled_dot_product_attention(q, q, q).flatten(1)
 
 
-def test_attention_without_double_backward_names_eager():
+def test_fused_attention_gets_second_derivatives_from_the_math_kernel():
+    """F.scaled_dot_product_attention's fused CPU kernel has no double backward; HVPs run the
+    math kernel, so Lanczos works and equals a dense float64 Hessian taken with it."""
     torch.manual_seed(0)
-    model = SDPAModel().eval()
-    obj = Objective(model, (torch.randn(3, 8), torch.randn(3, 8)), F.mse_loss)
-    with pytest.raises(DoubleBackwardError, match='attn_implementation="eager"'):
-        top_eigenpairs(obj, k=1)
+    model = SDPAModel().double().eval()
+    data = (torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64))
+    obj = Objective(model, data, F.mse_loss)
+    eig = top_eigenpairs(obj, k=2).eigenvalues
+    with sdpa_kernel([SDPBackend.MATH]):
+        dense = torch.autograd.functional.hessian(lambda t: Objective.__call__(obj, t),
+                                                  obj.theta0)
+    np.testing.assert_allclose(eig, np.linalg.eigvalsh(dense.numpy())[::-1][:2], rtol=1e-9)
+    th = obj.theta0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(obj(th), th, create_graph=True)
+    with pytest.raises(RuntimeError, match="derivative for"):  # the kernel the fix avoids
+        torch.autograd.grad(grad, th, torch.ones_like(th))
 
 
 def test_linear_loss_has_zero_hessian():

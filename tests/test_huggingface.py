@@ -20,8 +20,8 @@ from torch.func import functional_call
 
 transformers = pytest.importorskip("transformers")
 
-from landscaper import Objective  # noqa: E402
-from landscaper.hessian import DoubleBackwardError, HessianOperator  # noqa: E402
+from landscaper import Objective, top_eigenpairs  # noqa: E402
+from landscaper.hessian import HessianOperator  # noqa: E402
 from landscaper.integrations import huggingface as hf  # noqa: E402
 from landscaper.integrations.huggingface import MeanPoolClassifier, hf_landscape  # noqa: E402
 
@@ -141,16 +141,24 @@ def test_training_mode_with_dropout_is_refused():
     assert_unchanged(model, before)
 
 
-def test_sdpa_attention_raises_double_backward_error_with_eager_hint():
+def test_sdpa_attention_model_needs_no_eager_reload():
+    """A model loaded with the default SDPA attention: Hessian eigenvalues and a Hessian-
+    direction landscape equal those of the same weights with eager attention."""
     try:
         model = tiny_bert(attn="sdpa").eval()
     except (ValueError, ImportError) as err:  # pragma: no cover - depends on the build
         pytest.skip(f"transformers cannot build an SDPA BERT here: {err}")
     if getattr(model.config, "_attn_implementation", None) != "sdpa":  # pragma: no cover
         pytest.skip("transformers fell back from SDPA attention")
+    eager = tiny_bert(attn="eager").eval()
     params = ["classifier.*", "bert.encoder.layer.1.attention.self.query.*"]
-    with pytest.raises(DoubleBackwardError, match='attn_implementation="eager"'):
-        hf_landscape(model, tiny_batch(), params=params, steps=3, progress=False)
+    values = []
+    for m in (model, eager):
+        objective = Objective(m.double(), {k: v for k, v in tiny_batch().items()}, params=params)
+        values.append(top_eigenpairs(objective, k=3).eigenvalues)
+    np.testing.assert_allclose(values[0], values[1], rtol=1e-9)
+    land = hf_landscape(model, tiny_batch(), params=params, steps=3, progress=False)
+    assert land.eigenvalues is not None and np.isfinite(land.loss).all()
 
 
 def test_missing_transformers_names_the_extra(monkeypatch):

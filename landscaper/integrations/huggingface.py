@@ -13,8 +13,9 @@ mode for you. A model in training mode with dropout has a random loss and is ref
 for its measurement and restores every module's previous mode afterwards.)
 
 Hessians need second derivatives, which PyTorch's fused scaled-dot-product attention does not
-have on CPU: load models with ``attn_implementation="eager"`` for Hessian directions or
-eigenvalues (a `~landscaper.hessian.DoubleBackwardError` says so otherwise).
+have on CPU; Hessian-vector products therefore run PyTorch's math attention kernel
+(`landscaper.hessian.differentiable_attention`), so models loaded with the default
+``attn_implementation="sdpa"`` need no reload with eager attention.
 
 ``transformers`` is imported only when `LandscapeCallback` is first used
 (``pip install "landscaper[hf]"``).
@@ -155,8 +156,8 @@ def hf_landscape(
     Raises:
         ValueError: the model is in training mode with dropout, a pattern matches nothing, or
             the outputs have no ``.loss`` and no ``loss_fn`` was given.
-        landscaper.hessian.DoubleBackwardError: Hessian directions of a model whose attention
-            has no second derivative (load it with ``attn_implementation="eager"``).
+        landscaper.hessian.DoubleBackwardError: Hessian directions of a model with an
+            operation that has no second derivative (the message names it and the fix).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
