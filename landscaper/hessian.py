@@ -24,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ._utils import check_count, format_bytes, parse_bytes, parse_choice
 from .objective import Objective, ParameterLayout
+from .operators import DenseOperator, SymmetricOperator, WrappedOperator
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def _refuse_once_differentiable(loss: torch.Tensor) -> None:
             "with params=[...]")
 
 
-class HessianOperator:
+class HessianOperator(SymmetricOperator):
     """The Hessian of an objective at θ as a linear operator over flat vectors.
 
     Args:
@@ -169,9 +170,7 @@ class HessianOperator:
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """H @ v for a flat vector v."""
-        v = vector.to(device=self.device, dtype=self.dtype).reshape(-1)
-        if v.shape[0] != self.shape[0]:
-            raise ValueError(f"vector has length {v.shape[0]}, the Hessian is {self.shape}")
+        v = self._vector(vector)
         obj = self.objective
         # the objective's reduction hooks (identities for one process): a failure in one
         # process is raised in all of them before the reduction, so none waits in it
@@ -183,6 +182,16 @@ class HessianOperator:
         """The numbers every process running this operator decides on (see
         `Objective.lockstep`)."""
         return self.objective.lockstep(values)
+
+    @property
+    def layout(self) -> ParameterLayout:
+        """How flat vectors split into the objective's parameters."""
+        return self.objective.layout
+
+    @property
+    def memory_budget(self) -> int:
+        """The objective's memory budget (for the Krylov basis)."""
+        return self.objective.memory_budget
 
     def _local_matvec(self, v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(self.theta)
@@ -214,27 +223,6 @@ class HessianOperator:
         (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, allow_unused=True,
                                     materialize_grads=True)
         return hv
-
-    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
-        """H @ V for V of shape (P, m)."""
-        return torch.stack([self.matvec(col) for col in vectors.T], dim=1)
-
-    def __matmul__(self, other: torch.Tensor) -> torch.Tensor:
-        return self.matvec(other) if other.ndim == 1 else self.matmat(other)
-
-    def to_dense(self) -> torch.Tensor:
-        """The full (P, P) matrix; only for small models (P HVPs)."""
-        return self.matmat(torch.eye(self.shape[0], dtype=self.dtype, device=self.device))
-
-    def to_scipy(self, dtype: Any = np.float64) -> scipy.sparse.linalg.LinearOperator:
-        """A SciPy ``LinearOperator`` taking and returning NumPy arrays of ``dtype``."""
-
-        def mv(x: np.ndarray) -> np.ndarray:
-            y = self.matvec(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).ravel()))
-            return y.detach().cpu().numpy().astype(dtype, copy=False)
-
-        return scipy.sparse.linalg.LinearOperator(self.shape, matvec=mv, rmatvec=mv, dtype=dtype)
-
 
 @dataclass(frozen=True)
 class EigenResult:
@@ -323,7 +311,7 @@ class _Lanczos:
       quadrature needs (its weights belong to one start vector).
     """
 
-    def __init__(self, op: HessianOperator, start: torch.Tensor, memory_budget: int, *,
+    def __init__(self, op: SymmetricOperator, start: torch.Tensor, memory_budget: int, *,
                  restart_seed: int | None = None, scale_hint: float = 0.0,
                  subspace: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.op = op
@@ -499,8 +487,55 @@ def _extreme(values: np.ndarray, which: Which) -> int:
     return int(_order(values, which)[0])
 
 
+#: Operators (anything but an Objective) get this Krylov-basis budget unless one is given.
+DEFAULT_OPERATOR_BUDGET = "2GiB"
+
+#: What the curvature algorithms take: an objective (its Hessian) or a symmetric operator.
+CurvatureSource = Any
+
+
+def as_operator(source: CurvatureSource, theta: torch.Tensor | None = None
+                ) -> SymmetricOperator:
+    """The symmetric operator behind ``source``: the Hessian of an `Objective` (at ``theta``),
+    a `SymmetricOperator` as it is, a dense matrix (tensor or array, checked symmetric), or
+    any object with a square ``shape`` and a ``matvec``/``matmat``/``@`` product (a SciPy
+    ``LinearOperator``, another library's operator).
+
+    Raises:
+        ValueError: ``theta`` given for something that is not an objective, an operator of a
+            dtype Lanczos cannot use, or a matrix that is not square and symmetric.
+        TypeError: nothing here has a product.
+    """
+    if isinstance(source, Objective):
+        return HessianOperator(source, theta)
+    if theta is not None:
+        raise ValueError("theta= picks the point of an Objective's Hessian; this operator is "
+                         "already fixed (build it at the point you want)")
+    if isinstance(source, SymmetricOperator):
+        op = source
+    elif isinstance(source, (torch.Tensor, np.ndarray)):
+        op = DenseOperator(source)
+    elif any(hasattr(source, name) for name in ("matvec", "matmat", "__matmul__")) and (
+            hasattr(source, "shape")):
+        op = WrappedOperator(source)
+    else:
+        raise TypeError(f"need an Objective, a symmetric operator, a matrix or an object with "
+                        f"a shape and a matvec, got {type(source).__name__}")
+    if op.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"products in {str(op.dtype).removeprefix('torch.')} are too coarse "
+                         "for Lanczos; give the operator float32 or float64 vectors")
+    return op
+
+
+def _budget(op: SymmetricOperator, memory_budget: int | str | None) -> int:
+    """Bytes the Krylov basis may take: the given budget, the operator's, or the default."""
+    if memory_budget is not None:
+        return parse_bytes(memory_budget)
+    return parse_bytes(getattr(op, "memory_budget", DEFAULT_OPERATOR_BUDGET))
+
+
 def top_eigenpairs(
-    objective: Objective,
+    objective: CurvatureSource,
     k: int = 1,
     which: str | Which = "LA",
     *,
@@ -513,10 +548,11 @@ def top_eigenpairs(
     memory_budget: int | str | None = None,
     verify: bool = True,
 ) -> EigenResult:
-    """Top-k eigenpairs of the Hessian by Lanczos.
+    """Top-k eigenpairs of the Hessian (or of any symmetric operator) by Lanczos.
 
     Args:
-        objective: the loss over flat parameters.
+        objective: the loss over flat parameters (its Hessian), or any operator
+            `as_operator` accepts (a GGN, a dense matrix, a SciPy ``LinearOperator``, ...).
         k: number of eigenpairs.
         which: ``"LA"`` (largest algebraic), ``"LM"`` (largest magnitude) or ``"SA"``.
         tol: relative residual tolerance ‖Hv − λv‖ ≤ tol·|λ| (default 1e-4 in float32, 1e-9 in
@@ -534,12 +570,13 @@ def top_eigenpairs(
     """
     which, method = parse_which(which), Method(method)
     k = check_count("k", k)
-    op = HessianOperator(objective, theta)
+    op = as_operator(objective, theta)
     p = op.shape[0]
     if not 1 <= k <= p:
         raise ValueError(f"k must be between 1 and the number of parameters ({p}), got {k}")
     tol = _default_tol(op.dtype) if tol is None else tol
-    budget = objective.memory_budget if memory_budget is None else parse_bytes(memory_budget)
+    budget = _budget(op, memory_budget)
+    layout = getattr(op, "layout", None)
     start = _start_vector(p, seed, op.dtype, op.device)
 
     if method is Method.ARPACK:
@@ -554,7 +591,7 @@ def top_eigenpairs(
         res = np.array([float((op.matvec(v) - lam * v).norm()) for lam, v in
                         zip(vals[order], vectors, strict=True)])
         return EigenResult(vals[order].astype(np.float64), vectors, op.n_hvp, res, True,
-                           method.value, objective.layout)
+                           method.value, layout)
 
     max_steps = min(p, max_iter if max_iter is not None else max(300, 10 * k))
     if max_steps < k:
@@ -578,7 +615,7 @@ def top_eigenpairs(
                        np.array2string(found.values[tiny], precision=3),
                        str(op.dtype).removeprefix("torch."), found.floor)
     return EigenResult(found.values.astype(np.float64), found.vectors, op.n_hvp,
-                       found.residuals, found.converged, method.value, objective.layout)
+                       found.residuals, found.converged, method.value, layout)
 
 
 @dataclass(frozen=True)
@@ -627,7 +664,7 @@ class _Deflated:
     """``P H P`` with ``P = I − V Vᵀ``: the operator with the eigenvectors found so far
     removed, where a repeated eigenvalue's remaining copies are extreme values."""
 
-    def __init__(self, op: HessianOperator, vectors: torch.Tensor) -> None:
+    def __init__(self, op: SymmetricOperator, vectors: torch.Tensor) -> None:
         self.op, self.dtype, self.device, self.lockstep = op, op.dtype, op.device, op.lockstep
         q, _ = torch.linalg.qr(vectors.T)
         self.basis = q.T
@@ -639,7 +676,7 @@ class _Deflated:
         return self.project(self.op.matvec(self.project(v)))
 
 
-def _verified(op: HessianOperator, found: _Pairs, first: _Lanczos, k: int, which: Which,
+def _verified(op: SymmetricOperator, found: _Pairs, first: _Lanczos, k: int, which: Which,
               tol: float, settle: float, max_steps: int, budget: int, seed: int) -> _Pairs:
     """Look for eigenvalues the first start vector could not see, and add them.
 
@@ -714,15 +751,16 @@ class TraceResult:
 
 
 def trace(
-    objective: Objective,
+    objective: CurvatureSource,
     n_probes: int = 100,
     *,
     seed: int = 0,
     theta: torch.Tensor | None = None,
 ) -> TraceResult:
-    """Hutchinson's estimator of the Hessian trace with Rademacher probes."""
+    """Hutchinson's estimator of the trace of the Hessian (or of any operator `as_operator`
+    accepts) with Rademacher probes."""
     n_probes = check_count("n_probes", n_probes, minimum=2)  # for a standard error
-    op = HessianOperator(objective, theta)
+    op = as_operator(objective, theta)
     gen = torch.Generator().manual_seed(seed)
     samples = np.empty(n_probes)
     for i in range(n_probes):
@@ -760,23 +798,25 @@ class SpectralDensity:
 
 
 def spectral_density(
-    objective: Objective,
+    objective: CurvatureSource,
     n_probes: int = 10,
     n_steps: int = 80,
     *,
     seed: int = 0,
     theta: torch.Tensor | None = None,
 ) -> SpectralDensity:
-    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al., Yao et al.)."""
+    """Eigenvalue density of the Hessian (or of any operator `as_operator` accepts) by
+    stochastic Lanczos quadrature (Ghorbani et al., Yao et al.)."""
     n_probes = check_count("n_probes", n_probes)
     n_steps = check_count("n_steps", n_steps)
-    op = HessianOperator(objective, theta)
+    op = as_operator(objective, theta)
+    budget = _budget(op, None)
     steps = min(n_steps, op.shape[0])
     nodes = np.zeros((n_probes, steps))
     weights = np.zeros((n_probes, steps))
     for i in range(n_probes):
         lanczos = _Lanczos(op, _start_vector(op.shape[0], seed + i, op.dtype, op.device),
-                           objective.memory_budget)
+                           budget)
         while len(lanczos.alphas) < steps and not lanczos.exhausted:
             lanczos.step()
         values, vecs = lanczos.ritz()
