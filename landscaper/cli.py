@@ -229,8 +229,10 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
     """The `AnalysisConfig` of parsed ``demo``/``analyze`` arguments (defaults filled in)."""
     return AnalysisConfig(
         dims=args.dims, steps=args.steps, extent=args.extent, extent_unit=args.extent_unit,
-        k=args.k, seed=args.seed, trace_probes=args.trace_probes, slq_probes=args.slq_probes,
-        slq_steps=args.slq_steps, params=args.params, device=args.device,
+        k=args.k, curvature=getattr(args, "curvature", "hessian"), seed=args.seed,
+        trace_probes=args.trace_probes, trace_method=getattr(args, "trace_method", "hutch++"),
+        slq_probes=args.slq_probes, slq_steps=args.slq_steps,
+        params=args.params, device=args.device,
         memory_budget=args.memory_budget, checkpoint=args.checkpoint, jr_seeds=args.jr_seeds,
         jr_epochs=args.jr_epochs, jr_steps=args.jr_steps, jr_k=args.jr_k, out=Path(args.out),
         progress=not args.quiet)
@@ -564,6 +566,13 @@ def _add_analysis_options(parser: argparse.ArgumentParser, command: str) -> None
                         help="parameter names or shell patterns forming θ (default: all "
                              "trainable parameters)")
     parser.add_argument("-k", type=int, default=5, help="top Hessian eigenvalues")
+    parser.add_argument("--curvature", choices=["hessian", "ggn", "fisher"], default="hessian",
+                        help="curvature matrix of the spectrum and the landscape's directions: "
+                             "the Hessian, the generalised Gauss-Newton or the empirical Fisher "
+                             "(these two need (inputs, targets) batches and a loss_fn)")
+    parser.add_argument("--trace-method", choices=["hutch++", "hutchinson"], default="hutch++",
+                        help="trace estimator: Hutch++ (lower variance at equal products when a "
+                             "few eigenvalues dominate) or plain Hutchinson")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the Lanczos start vectors and trace/SLQ probes")
     parser.add_argument("--device", default="cpu",

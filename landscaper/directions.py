@@ -107,10 +107,16 @@ class Directions:
         return axis_label(self.kind, self.eigenvalues, i)
 
 
+#: Direction kinds that are eigenvectors of a curvature matrix (their eigenvalue is shown).
+EIGEN_KINDS = ("hessian", "ggn", "fisher")
+#: How refusals and figures name them.
+EIGEN_LABELS = {"hessian": "Hessian", "ggn": "GGN", "fisher": "Fisher"}
+
+
 def axis_label(kind: str | None, eigenvalues: Sequence[float] | None, i: int) -> str:
     """The figure label of direction ``i`` of a set of ``kind`` (Hessian directions show
     their eigenvalue)."""
-    if kind == "hessian" and eigenvalues is not None and i < len(eigenvalues):
+    if kind in EIGEN_KINDS and eigenvalues is not None and i < len(eigenvalues):
         return f"direction {i} (λ={float(eigenvalues[i]):.3g})"
     return f"direction {i}"
 
@@ -237,24 +243,29 @@ def _finish(vectors: torch.Tensor, objective: Objective, normalization: str, bia
     return vectors, orthonormal
 
 
-def eigen_directions(result: EigenResult, k: int | None = None, which: str = "LA"
-                     ) -> Directions:
+def eigen_directions(result: EigenResult, k: int | None = None, which: str = "LA",
+                     kind: str = "hessian") -> Directions:
     """The first ``k`` eigenpairs of a `~landscaper.hessian.EigenResult` (all by default) as
-    Hessian directions: unit norm, orthonormal, with their eigenvalues."""
+    directions of ``kind`` (the curvature matrix they come from: ``"hessian"``, ``"ggn"``,
+    ``"fisher"``): unit norm, orthonormal, with their eigenvalues."""
     k = len(result.eigenvalues) if k is None else k
-    return Directions(result.eigenvectors[:k], "hessian", Normalization.UNIT.value, True,
+    return Directions(result.eigenvectors[:k], kind, Normalization.UNIT.value, True,
                       np.asarray(result.eigenvalues[:k], dtype=np.float64),
                       {"n_hvp": result.n_hvp, "which": str(which),
                        "converged": result.converged})
 
 
 def hessian_directions(objective: Objective, k: int = 2, which: str = "LA",
-                       **eig_kwargs: Any) -> Directions:
-    """The top-k Hessian eigenvectors (unit norm, orthonormal), with their eigenvalues."""
+                       curvature: str = "hessian", **eig_kwargs: Any) -> Directions:
+    """The top-k eigenvectors (unit norm, orthonormal) of the Hessian, or of the GGN or
+    empirical Fisher with ``curvature="ggn"``/``"fisher"``, with their eigenvalues."""
+    from .curvature import parse_curvature
     from .hessian import top_eigenpairs
 
-    check_direction_count(k, objective, "Hessian")
-    return eigen_directions(top_eigenpairs(objective, k, which, **eig_kwargs), which=which)
+    curvature = parse_curvature(curvature).value
+    check_direction_count(k, objective, EIGEN_LABELS[curvature])
+    result = top_eigenpairs(objective, k, which, curvature=curvature, **eig_kwargs)
+    return eigen_directions(result, which=which, kind=curvature)
 
 
 def random_directions(
@@ -372,4 +383,8 @@ NAMED_DIRECTIONS: dict[str, NamedDirections] = {
         objective, k, which, seed=seed)),
     "random": NamedDirections("random", lambda objective, k, which, seed: random_directions(
         objective, k, seed=seed)),
+    "ggn": NamedDirections("GGN", lambda objective, k, which, seed: hessian_directions(
+        objective, k, which, "ggn", seed=seed)),
+    "fisher": NamedDirections("Fisher", lambda objective, k, which, seed: hessian_directions(
+        objective, k, which, "fisher", seed=seed)),
 }

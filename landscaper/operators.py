@@ -117,6 +117,9 @@ class WrappedOperator(SymmetricOperator):
         dtype: dtype of the vectors the algorithms use (default: ``inner.dtype`` if it is a
             torch or NumPy floating dtype, else float64).
         device: device of those vectors (default: ``inner.device`` or the CPU).
+
+    A ``memory_budget`` (bytes) the wrapped object declares is kept: it bounds the vectors
+    that Lanczos and Hutch++ hold.
     """
 
     def __init__(self, inner: Any, dtype: torch.dtype | None = None,
@@ -127,6 +130,8 @@ class WrappedOperator(SymmetricOperator):
         self.dtype = dtype or _torch_dtype(getattr(inner, "dtype", None))
         self.device = torch.device(device or getattr(inner, "device", None) or "cpu")
         self.n_hvp = 0
+        if getattr(inner, "memory_budget", None) is not None:
+            self.memory_budget = inner.memory_budget
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """The wrapped object's product with v."""

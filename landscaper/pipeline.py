@@ -26,13 +26,15 @@ import numpy as np
 
 from . import distributed as dist_utils
 from ._utils import Stopwatch, format_bytes, parse_bytes
-from .directions import eigen_directions
+from .curvature import parse_curvature
+from .directions import EIGEN_LABELS, eigen_directions
 from .grid import Execution, GridRequest, check_checkpoint
 from .grid.plan import bytes_per_point
 from .hessian import (
     EigenResult,
     SpectralDensity,
     TraceResult,
+    check_trace_probes,
     spectral_density,
     top_eigenpairs,
     trace,
@@ -75,7 +77,8 @@ class AnalysisConfig:
     ``"absolute"``: direction units).
 
     Spectrum: ``k`` top eigenvalues (at least ``dims`` are computed), ``seed`` of the Lanczos
-    start vectors and of the probes, ``trace_probes`` Hutchinson probes, ``slq_probes`` and
+    start vectors and of the probes, ``trace_probes`` products of the ``trace_method`` estimator
+    (``"hutch++"`` or ``"hutchinson"``), ``slq_probes`` and
     ``slq_steps`` of the stochastic Lanczos quadrature density.
 
     Parameters and resources: ``params`` names or shell patterns forming θ (None or empty: all
@@ -94,8 +97,10 @@ class AnalysisConfig:
     extent: float = 0.05
     extent_unit: str = "relative"
     k: int = 5
+    curvature: str = "hessian"
     seed: int = 0
     trace_probes: int = 30
+    trace_method: str = "hutch++"
     slq_probes: int = 3
     slq_steps: int = 40
     params: tuple[str, ...] | None = None
@@ -114,6 +119,9 @@ class AnalysisConfig:
         if params is not None:
             params = (params,) if isinstance(params, str) else tuple(params)
         normalized = {"params": params, "memory_budget": parse_bytes(self.memory_budget),
+                      "curvature": parse_curvature(self.curvature).value,
+                      "trace_method": check_trace_probes(self.trace_probes, self.trace_method,
+                                                         "trace_probes", "trace_method")[1].value,
                       "jr_steps": tuple(self.jr_steps), "out": Path(self.out)}
         for name, value in normalized.items():
             object.__setattr__(self, name, value)
@@ -136,6 +144,7 @@ class SpectrumEstimate:
     eigen: EigenResult
     trace: TraceResult
     density: SpectralDensity
+    curvature: str = "hessian"
 
     def for_report(self) -> Spectrum:
         """The numbers and density curve a report shows."""
@@ -147,7 +156,7 @@ class SpectrumEstimate:
         return Spectrum(self.eigen.eigenvalues,
                         self.eigen.n_hvp + self.trace.n_hvp + self.density.n_hvp,
                         self.trace.estimate, self.trace.std_error, grid,
-                        self.density.density(grid))
+                        self.density.density(grid), self.curvature, self.trace.method)
 
     def summary(self) -> str:
         """The stage's one-line summary."""
@@ -241,13 +250,16 @@ def _run_stage(name: str, on_stage: StageHook | None, summary: Callable[[T], str
 
 
 def estimate_spectrum(objective: Objective, config: AnalysisConfig) -> SpectrumEstimate:
-    """Top ``max(k, dims)`` eigenpairs, the trace and the SLQ spectral density."""
+    """Top ``max(k, dims)`` eigenpairs, the trace and the SLQ spectral density of the
+    ``config.curvature`` matrix (the Hessian by default)."""
+    curvature = config.curvature
     eigen = top_eigenpairs(objective, k=max(config.k, config.dims), seed=config.seed,
-                           memory_budget=config.memory_budget)
-    estimate = trace(objective, n_probes=config.trace_probes, seed=config.seed)
+                           memory_budget=config.memory_budget, curvature=curvature)
+    estimate = trace(objective, n_probes=config.trace_probes, seed=config.seed,
+                     curvature=curvature, method=config.trace_method)
     density = spectral_density(objective, n_probes=config.slq_probes, n_steps=config.slq_steps,
-                               seed=config.seed)
-    return SpectrumEstimate(eigen, estimate, density)
+                               seed=config.seed, curvature=curvature)
+    return SpectrumEstimate(eigen, estimate, density, curvature)
 
 
 def compute_landscape(objective: Objective, spectrum: SpectrumEstimate, config: AnalysisConfig,
@@ -260,7 +272,8 @@ def compute_landscape(objective: Objective, spectrum: SpectrumEstimate, config: 
     execution = Execution(memory_budget=config.memory_budget, checkpoint=config.checkpoint,
                           progress=progress, distributed=None)
     return Landscape.compute(objective=objective,
-                             directions=eigen_directions(spectrum.eigen, config.dims),
+                             directions=eigen_directions(spectrum.eigen, config.dims,
+                                                         kind=config.curvature),
                              grid=grid, execution=execution,
                              description=dict(description or {}))
 
@@ -366,9 +379,10 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
         objective = prepare_objective(model, data, loss_fn, config)
     report = _new_report(objective, config) if dist_utils.rank() == 0 else None
     hook = on_stage if report is not None else None
-    spectrum = _run_stage("Hessian spectrum", hook, SpectrumEstimate.summary, _spectrum_stage,
+    matrix = EIGEN_LABELS[config.curvature]
+    spectrum = _run_stage(f"{matrix} spectrum", hook, SpectrumEstimate.summary, _spectrum_stage,
                           objective, config, report)
-    land = _run_stage(f"{config.dims}-D Hessian landscape", hook, _landscape_summary,
+    land = _run_stage(f"{config.dims}-D {matrix} landscape", hook, _landscape_summary,
                       _landscape_stage, objective, spectrum, config, report, type(model).__name__)
     result = AnalysisResult(config.out, objective, spectrum, land, report=report)
     if report is None:  # the other ranks' part ends with the grid

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import plots
 from ._files import write_json, write_text
+from .directions import EIGEN_LABELS
 from .landscape import Landscape
 from .summaries import summarize
 
@@ -34,12 +35,22 @@ class Spectrum:
     trace_std_error: float | None = None
     density_grid: np.ndarray | None = None
     density: np.ndarray | None = None
+    #: the curvature matrix: ``"hessian"``, ``"ggn"`` or ``"fisher"``
+    curvature: str = "hessian"
+    #: the trace estimator: ``"hutch++"`` or ``"hutchinson"``
+    trace_method: str = "hutchinson"
+
+    @property
+    def label(self) -> str:
+        """How the report names the matrix."""
+        return EIGEN_LABELS.get(self.curvature, self.curvature)
 
     def metrics(self) -> dict[str, Any]:
         """JSON-friendly numbers with units."""
-        return {"top_eigenvalues": [float(v) for v in self.eigenvalues],
+        return {"curvature": self.curvature,
+                "top_eigenvalues": [float(v) for v in self.eigenvalues],
                 "n_hvp": int(self.n_hvp), "trace": self.trace,
-                "trace_std_error": self.trace_std_error,
+                "trace_std_error": self.trace_std_error, "trace_method": self.trace_method,
                 "units": "loss per squared parameter unit"}
 
 
@@ -163,7 +174,7 @@ def _theta0_sentence(land: Landscape) -> str:
 
 
 def add_spectrum(report: Report, spectrum: Spectrum) -> None:
-    """Hessian spectrum metrics and figure."""
+    """Curvature spectrum metrics and figure (the Hessian's unless a GGN or Fisher)."""
     report.metrics["hessian"] = spectrum.metrics()
     ax = plots.new_axes()
     if spectrum.density is not None:
@@ -173,9 +184,9 @@ def add_spectrum(report: Report, spectrum: Spectrum) -> None:
         ax.set_ylabel("density")
     for i, value in enumerate(spectrum.eigenvalues):
         ax.axvline(value, color="C3", lw=1, label="top eigenvalues" if i == 0 else None)
-    ax.set_xlabel("Hessian eigenvalue")
+    ax.set_xlabel(f"{spectrum.label} eigenvalue")
     ax.legend(fontsize="small")
-    report.add_figure(ax, "spectrum", "Hessian spectrum",
+    report.add_figure(ax, "spectrum", f"{spectrum.label} spectrum",
                       "Eigenvalue density by stochastic Lanczos quadrature, with the top "
                       "eigenvalues from Lanczos as red lines: large values mean sharp directions.")
 

@@ -14,7 +14,7 @@ from landscaper.cli import UsageError, config_from_args
 from landscaper.cli import run_analysis as cli_run_analysis
 from landscaper.pipeline import AnalysisConfig, run_analysis
 
-SMALL = dict(dims=1, steps=3, k=1, trace_probes=2, slq_probes=1, slq_steps=5)
+SMALL = dict(dims=1, steps=3, k=1, trace_probes=4, slq_probes=1, slq_steps=5)
 
 
 def problem():
@@ -37,6 +37,35 @@ def test_config_in_result_out_with_a_line_per_stage(tmp_path):
     metrics = json.loads((result.out / "metrics.json").read_text())
     assert metrics["settings"]["dims"] == 1 and metrics["landscape"]["shape"] == [3]
     assert Landscape.load(result.out / "landscape.npz").shape == result.landscape.shape
+
+
+def test_the_ggn_spectrum_and_directions_are_the_ggn_eigenpairs(tmp_path):
+    from landscaper import Objective, top_eigenpairs
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    data = (torch.randn(12, 2, dtype=torch.float64), torch.randn(12, 1, dtype=torch.float64))
+    loss = nn.functional.mse_loss
+    seen = []
+    result = run_analysis(model, data, loss, AnalysisConfig(
+        **SMALL, curvature="ggn", out=tmp_path / "r", progress=False),
+        on_stage=lambda name, seconds, summary: seen.append(name))
+    assert seen[:2] == ["GGN spectrum", "1-D GGN landscape"]
+    expected = top_eigenpairs(Objective(model, data, loss), k=1, curvature="ggn").eigenvalues
+    metrics = result.report.metrics["hessian"]
+    assert metrics["curvature"] == "ggn"
+    assert metrics["top_eigenvalues"] == pytest.approx(list(expected), rel=1e-9)
+    assert result.landscape.direction_kind == "ggn"
+    assert result.landscape.axis_label(0).startswith("direction 0 (λ=")
+    with pytest.raises(ValueError, match="curvature must be"):
+        AnalysisConfig(curvature="newton")
+    from landscaper.cli import _fill_defaults, build_parser
+
+    args = build_parser().parse_args(["demo", "--curvature", "fisher"])
+    _fill_defaults(args)
+    assert config_from_args(args).curvature == "fisher"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--curvature", "newton"])
 
 
 def test_bad_input_is_a_library_error(tmp_path):
