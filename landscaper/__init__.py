@@ -16,6 +16,7 @@ from .grid import Execution, GridRequest, GridSpec, sample_grid
 from .hessian import HessianOperator, spectral_density, top_eigenpairs, trace
 from .jump_retrain import JumpRetrain
 from .landscape import Landscape
+from .layers import layer_spectra
 from .objective import Objective
 
 try:
@@ -35,6 +36,7 @@ __all__ = [
     "Objective",
     "__version__",
     "hessian_directions",
+    "layer_spectra",
     "pca_directions",
     "random_directions",
     "sample_grid",

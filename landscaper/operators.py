@@ -154,3 +154,38 @@ def _torch_dtype(dtype: Any) -> torch.dtype:
         return {np.float32: torch.float32, np.float64: torch.float64}[np.dtype(dtype).type]
     except (TypeError, KeyError):
         return torch.float64
+
+
+class RestrictedOperator(SymmetricOperator):
+    """The block PᵀAP of a symmetric operator A on the coordinates ``index`` (P selects them):
+    the curvature of one parameter group with the others held fixed.
+
+    Each product embeds v into a zero vector of A's size, multiplies by A and reads ``index``
+    back, so it costs one product of A.
+    """
+
+    def __init__(self, inner: SymmetricOperator, index: torch.Tensor) -> None:
+        self.inner = inner
+        self.index = torch.as_tensor(index, dtype=torch.long, device=inner.device)
+        size = int(self.index.numel())
+        if size == 0 or int(torch.unique(self.index).numel()) != size:
+            raise ValueError("a restriction needs distinct coordinates, at least one")
+        if int(self.index.min()) < 0 or int(self.index.max()) >= inner.shape[0]:
+            raise ValueError(f"coordinates must lie in [0, {inner.shape[0]}) of the operator")
+        self.shape = (size, size)
+        self.dtype, self.device = inner.dtype, inner.device
+        self.n_hvp = 0
+        if hasattr(inner, "memory_budget"):
+            self.memory_budget = inner.memory_budget
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        """(PᵀAP) v."""
+        v = self._vector(vector)
+        full = torch.zeros(self.inner.shape[0], dtype=self.dtype, device=self.device)
+        full[self.index] = v
+        self.n_hvp += 1
+        return self.inner.matvec(full)[self.index]
+
+    def lockstep(self, values: torch.Tensor) -> torch.Tensor:
+        """As the operator restricted (one decision across the processes running it)."""
+        return self.inner.lockstep(values)
