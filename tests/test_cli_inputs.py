@@ -211,12 +211,20 @@ def test_errors_lose_ansi_codes_and_extra_lines(factories, tmp_path, capsys):
 
 def test_a_failed_analysis_on_good_input_exits_1_naming_cli_options(factories, tmp_path,
                                                                      capsys):
-    # the grid and one evaluation fit 5 KiB, the Lanczos basis of SLQ (40 vectors) does not
+    # the grid and one evaluation fit 5 KiB; the Hutch++ sketch (10 of 30 probes) does not
     assert main(["analyze", "--model", f"{factories}:make_model", *TINY, "--memory-budget",
                  "5KiB", "--out", str(tmp_path / "out"), "-q"]) == 1
     err = one_line_error(capsys)
+    assert "Hutch++" in err and "--trace-method hutchinson" in err
+    assert "raise --memory-budget" in err and "n_probes" not in err
+    # with Hutchinson's probes, one at a time, the Lanczos basis of SLQ (40 vectors) is next
+    assert main(["analyze", "--model", f"{factories}:make_model", *TINY, "--memory-budget",
+                 "5KiB", "--trace-method", "hutchinson", "--out", str(tmp_path / "out2"),
+                 "-q"]) == 1
+    err = one_line_error(capsys)
     assert "Lanczos basis" in err and "raise --memory-budget" in err and "smaller -k" in err
-    assert "memory_budget" not in err and "max_iter" not in err and "arpack" not in err
+    for api_word in ("memory_budget", "max_iter", "arpack", "method="):
+        assert api_word not in err
 
 
 def test_hf_with_tuple_batches_asks_for_dict_batches(tmp_path, capsys, no_hessian):
