@@ -294,6 +294,53 @@ class AsymmetricHessianError(DoubleBackwardError):
     wrong, so no eigenvalue computed from them can be trusted."""
 
 
+class _Basis:
+    """Orthonormal vectors kept in pages of rows, so that projecting on all of them needs no
+    copy of the whole basis (``torch.stack`` of a list would double its memory each step)."""
+
+    def __init__(self, page_rows: int) -> None:
+        self.page_rows = page_rows
+        self.pages: list[torch.Tensor] = []
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _filled(self) -> list[torch.Tensor]:
+        last = self.count - (len(self.pages) - 1) * self.page_rows
+        return [*self.pages[:-1], self.pages[-1][:last]] if self.pages else []
+
+    def append(self, vector: torch.Tensor) -> None:
+        row = self.count % self.page_rows
+        if row == 0:
+            self.pages.append(torch.empty(self.page_rows, vector.shape[0], dtype=vector.dtype,
+                                          device=vector.device))
+        self.pages[-1][row] = vector
+        self.count += 1
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        index = index % self.count
+        return self.pages[index // self.page_rows][index % self.page_rows]
+
+    def coefficients(self, w: torch.Tensor) -> torch.Tensor:
+        """Qᵀw."""
+        return torch.cat([page @ w for page in self._filled()])
+
+    def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """Q c for ``coefficients`` of shape (n,) or (n, r) (then (P, r))."""
+        out, start = None, 0
+        for page in self._filled():
+            part = page.T @ coefficients[start:start + page.shape[0]]
+            out, start = part if out is None else out + part, start + page.shape[0]
+        assert out is not None
+        return out
+
+
+def _page_rows(capacity: int) -> int:
+    """Rows per page: few pages, and at most a quarter of the budget allocated unused."""
+    return max(1, min(32, capacity // 4))
+
+
 class _Lanczos:
     """Lanczos with full (twice-applied, classical Gram–Schmidt) reorthogonalisation.
 
@@ -310,17 +357,50 @@ class _Lanczos:
       determines in advance (``qⱼ₋₁ᵀ H qⱼ = βⱼ₋₁``, zero further back) are compared;
     - ``restart_seed=None`` stops at the first breakdown instead, as stochastic Lanczos
       quadrature needs (its weights belong to one start vector).
+
+    With ``wanted=(k, which)`` a basis that reaches the memory budget is *thick-restarted*
+    (Wu & Simon 2000): it is replaced by the Ritz vectors nearest to what is wanted (half the
+    capacity, at least k + 1) and the next Lanczos vector. The projected matrix of the new
+    basis is diagonal in the Ritz block and the products go on as before; each Ritz vector
+    carries the part of its residual that left the basis (earlier restarts' discarded
+    remainders) into the residual bounds, so converged means converged. The basis then never
+    takes more than the budget: a 100M-parameter model's top-k runs in a few GiB. Without
+    ``wanted``, a full basis is refused (quadrature needs one unbroken Krylov basis).
     """
 
     def __init__(self, op: SymmetricOperator, start: torch.Tensor, memory_budget: int, *,
                  restart_seed: int | None = None, scale_hint: float = 0.0,
-                 subspace: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 subspace: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 wanted: tuple[int, Which] | None = None) -> None:
         self.op = op
         #: projection onto the space the operator acts on (fresh vectors are kept in it)
         self.subspace = subspace
         #: a known size of the operator (a deflated one is much smaller than the original)
         self.scale_hint = scale_hint
-        self.basis: list[torch.Tensor] = [start / start.norm()]
+        self.wanted = wanted
+        vector_bytes = start.numel() * start.element_size()
+        fits = memory_budget // vector_bytes
+        if wanted is None:
+            self.capacity = fits
+        else:  # a restart builds the kept Ritz vectors (half the basis) beside the basis
+            self.capacity = (2 * fits) // 3
+            if self.capacity < wanted[0] + 3:
+                raise MemoryError(
+                    f"the Lanczos basis would exceed the memory budget "
+                    f"({format_bytes(memory_budget)} holds {fits} vectors of {start.numel()} "
+                    f"entries; restarted Lanczos for k={wanted[0]} needs "
+                    f"{format_bytes(3 * (wanted[0] + 3) * vector_bytes // 2)}); use "
+                    'method="arpack" with a small ncv, raise memory_budget, or lower k')
+        self.basis = _Basis(_page_rows(max(self.capacity, 1)))
+        self.basis.append(start / start.norm())
+        #: Lanczos products computed (across restarts).
+        self.products = 0
+        #: thick restarts done.
+        self.restarts = 0
+        #: after a restart: each Ritz vector's residual outside the new basis (its coupling to
+        #: the next vector enters the projected matrix with the next product)
+        self._outside: np.ndarray | None = None
+        self._largest = 0.0
         #: projections of each product ``H q_j`` on ``q_0 … q_j``.
         self.columns: list[np.ndarray] = []
         #: norm of each product's remainder after projection.
@@ -338,12 +418,13 @@ class _Lanczos:
 
     @property
     def steps(self) -> int:
-        """Products computed so far (the size of the projected matrix)."""
+        """The size of the projected matrix (the products since the last thick restart, plus
+        the Ritz vectors it kept)."""
         return len(self.columns)
 
     def scale(self) -> float:
         """The largest curvature seen (or known from ``scale_hint``)."""
-        return max([self.scale_hint, *map(abs, self.alphas)])
+        return max([self.scale_hint, self._largest, *map(abs, self.alphas)])
 
     @property
     def alphas(self) -> list[float]:
@@ -352,22 +433,54 @@ class _Lanczos:
 
     def _orthogonalized(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``w`` minus its projection on the basis (twice), and the projection coefficients."""
-        stacked = torch.stack(self.basis)
         total = torch.zeros(len(self.basis), dtype=w.dtype, device=w.device)
         for _ in range(2):
-            coefficients = stacked @ w
-            w = w - stacked.T @ coefficients
+            coefficients = self.basis.coefficients(w)
+            w = w - self.basis.combine(coefficients)
             total = total + coefficients
         return w, total
 
+    def _full(self) -> bool:
+        return len(self.basis) + 1 > self.capacity
+
     def _append(self, vector: torch.Tensor) -> None:
-        needed = (len(self.basis) + 1) * vector.numel() * vector.element_size()
-        if needed > self.memory_budget:
+        if self._full():
+            needed = (len(self.basis) + 1) * vector.numel() * vector.element_size()
             raise MemoryError(
                 f"the Lanczos basis would exceed the memory budget ({format_bytes(needed)}); "
                 "use method=\"arpack\" with a small ncv, raise memory_budget, or lower max_iter"
             )
         self.basis.append(vector)
+
+    def _thick_restart(self, following: torch.Tensor | None) -> None:
+        """Replace the basis by the wanted Ritz vectors (and ``following``, the next Lanczos
+        vector, unless the last remainder was discarded)."""
+        assert self.wanted is not None
+        k, which = self.wanted
+        values, vecs = self.ritz()
+        keep = max(k + 1, min(self.capacity // 2, self.capacity - 2))
+        order = _order(values, which)[:keep]
+        kept = vecs[:, order]
+        bounds = self.residuals(kept)
+        coupling = (self.remainders[-1] * np.abs(kept[-1]) if following is not None
+                    else np.zeros(len(order)))
+        outside = np.maximum(bounds - coupling, 0.0)
+        ritz = self.basis.combine(torch.as_tensor(kept, dtype=self.basis[0].dtype,
+                                                  device=self.basis[0].device))
+        basis = _Basis(self.basis.page_rows)
+        for column in ritz.T:
+            basis.append(column / column.norm())
+        if following is not None:
+            basis.append(following)
+        self.basis = basis
+        self.columns = [np.r_[np.zeros(i), values[j]] for i, j in enumerate(order)]
+        self.remainders = list(bounds)  # all of each residual until the coupling is measured
+        self.continued = [False] * len(order)
+        self.block_starts = [0]
+        self._outside = outside if following is not None else None
+        self.restarts += 1
+        logger.debug("Lanczos thick restart %d after %d products: kept %d Ritz vectors",
+                     self.restarts, self.products, len(order))
 
     def _check_symmetry(self, column: np.ndarray) -> None:
         """Compare the new column with what a symmetric operator implies."""
@@ -407,8 +520,13 @@ class _Lanczos:
             raise ValueError("the Hessian-vector product is not finite at theta (NaN/inf in the "
                              "model's weights, data or loss); see objective.nonfinite_theta0")
         self._check_symmetry(column)
+        self.products += 1
+        self._largest = max(self._largest, abs(float(column[-1])))
         self.columns.append(column)
         self.remainders.append(beta)
+        if self._outside is not None:  # the coupling to the vector after a restart is in M now
+            self.remainders[:len(self._outside)] = list(self._outside)
+            self._outside = None
         if len(self.basis) == w.shape[0]:
             self.continued.append(False)
             self.exhausted = True  # the basis spans the whole space
@@ -420,7 +538,10 @@ class _Lanczos:
         scale = max(block, float(np.sqrt(torch.finfo(w.dtype).eps)) * self.scale()) or 1.0
         if beta > _BREAKDOWN_EPS * torch.finfo(w.dtype).eps * scale:
             self.continued.append(True)
-            self._append(w / beta)
+            if self.wanted is not None and self._full():
+                self._thick_restart(w / beta)
+            else:
+                self._append(w / beta)
             return
         self.continued.append(False)
         if self._restarts is None or not self._fresh_block():
@@ -438,6 +559,9 @@ class _Lanczos:
         fresh, _ = self._orthogonalized(fresh)
         if float(fresh.norm()) < 1e-4:  # the basis spans the space up to rounding
             return False
+        if self.wanted is not None and self._full():
+            self._thick_restart(None)
+            fresh, _ = self._orthogonalized(fresh)
         self.block_starts.append(self.steps)
         self._append(fresh / fresh.norm())
         return True
@@ -469,9 +593,11 @@ class _Lanczos:
         return out + np.linalg.norm(lower_gap @ vecs, axis=0)
 
     def ritz_vectors(self, vecs: np.ndarray) -> torch.Tensor:
-        basis = torch.stack(self.basis[: vecs.shape[0]])
-        coeffs = torch.as_tensor(vecs.T, dtype=basis.dtype, device=basis.device)
-        out = coeffs @ basis
+        first = self.basis[0]
+        padded = np.zeros((len(self.basis), vecs.shape[1]))  # the next vector has no weight
+        padded[: vecs.shape[0]] = vecs
+        out = self.basis.combine(torch.as_tensor(padded, dtype=first.dtype,
+                                                 device=first.device)).T
         return out / out.norm(dim=1, keepdim=True)
 
 
@@ -610,7 +736,7 @@ def top_eigenpairs(
     if max_steps < k:
         raise ValueError(f"max_iter={max_iter} Lanczos steps cannot give k={k} eigenpairs; pass "
                          f"max_iter >= {k}")
-    first = _Lanczos(op, start, budget, restart_seed=seed + 1)
+    first = _Lanczos(op, start, budget, restart_seed=seed + 1, wanted=(k, which))
     settle = max(_VERIFY_TOL, tol)
     found = _iterate(first, k, which, tol, max_steps, settle=settle)
     if verify and k > 1 and found.converged and not first.exhausted:
@@ -666,11 +792,11 @@ def _iterate(lanczos: _Lanczos, k: int, which: Which, tol: float, max_steps: int
         if settle is not None and settled is None:
             top = order[0]
             if lanczos.residuals(vecs[:, [top]])[0] <= settle * abs(values[top]):
-                settled = lanczos.steps
+                settled = lanczos.products
         stop = watch is not None and watch(values, vecs) is not None
-        if stop or converged or lanczos.exhausted or lanczos.steps >= max_steps:
+        if stop or converged or lanczos.exhausted or lanczos.products >= max_steps:
             return _Pairs(values[order], lanczos.ritz_vectors(vecs[:, order]), res,
-                          converged, floor, settled or lanczos.steps)
+                          converged, floor, settled or lanczos.products)
 
 
 class _Deflated:
@@ -712,7 +838,7 @@ def _verified(op: SymmetricOperator, found: _Pairs, first: _Lanczos, k: int, whi
         if float(start.norm()) < 1e-4:
             return found  # the pairs found span the space
         run = _Lanczos(deflated, start, budget, restart_seed=seed + 7919 * (attempt + 1) + 1,
-                       scale_hint=first.scale(), subspace=deflated.project)
+                       scale_hint=first.scale(), subspace=deflated.project, wanted=(k, which))
         verdict: list[str] = []
 
         # beyond the k-th value by more than the tolerance and rounding
@@ -726,7 +852,7 @@ def _verified(op: SymmetricOperator, found: _Pairs, first: _Lanczos, k: int, whi
             if _ranks_within(values[top], past, which):
                 verdict.append("missed")
             elif (run.residuals(vecs[:, [top]])[0] <= settle * abs(values[top])
-                  or run.steps >= budget_steps):
+                  or run.products >= budget_steps):
                 verdict.append("clear")
             return verdict[-1] if verdict else None
 

@@ -1,0 +1,80 @@
+"""Lanczos past its memory budget: thick restarts against NumPy's eigh and a dense float64
+Hessian, with residual bounds that stay true bounds across restarts."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscaper import Objective, top_eigenpairs
+
+
+def spectrum_matrix(n: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    values = np.concatenate([[10.0, 9.5, 9.4, 8.0, 7.9, -9.0], rng.uniform(-3.0, 6.0, n - 6)])
+    return (q * values) @ q.T, np.sort(values)
+
+
+def vectors_budget(n: int, count: int) -> int:
+    return count * n * 8  # float64 vectors
+
+
+@pytest.mark.parametrize("which", ["LA", "LM"])
+def test_restarted_lanczos_finds_the_same_eigenpairs(which, caplog):
+    a, values = spectrum_matrix()
+    expected = values[::-1][:5] if which == "LA" else sorted(values, key=lambda v: -abs(v))[:5]
+    with caplog.at_level(logging.DEBUG, logger="landscaper.hessian"):
+        result = top_eigenpairs(torch.as_tensor(a), k=5, which=which, tol=1e-9,
+                                memory_budget=vectors_budget(500, 18))
+    assert "thick restart" in caplog.text  # the basis was full more than once
+    assert result.converged
+    np.testing.assert_allclose(result.eigenvalues, expected, rtol=1e-12, atol=1e-12)
+    for value, vector in zip(result.eigenvalues, result.eigenvectors, strict=True):
+        v = vector.numpy()
+        assert np.linalg.norm(a @ v - value * v) < 1e-8 * abs(value)
+
+
+def test_residual_bounds_stay_bounds_when_it_cannot_converge():
+    a, _ = spectrum_matrix()
+    result = top_eigenpairs(torch.as_tensor(a), k=4, which="SA", tol=1e-12, max_iter=60,
+                            memory_budget=vectors_budget(500, 12))
+    assert not result.converged
+    for value, vector, bound in zip(result.eigenvalues, result.eigenvectors, result.residuals,
+                                    strict=True):
+        v = vector.numpy()
+        assert np.linalg.norm(a @ v - value * v) <= bound * (1 + 1e-6) + 1e-12
+
+
+def test_a_hessian_beyond_the_budget_matches_the_dense_one():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    x, y = torch.randn(64, 6, dtype=torch.float64), torch.randint(0, 4, (64,))
+    obj = Objective(model, (x, y), F.cross_entropy)
+    hess = torch.autograd.functional.hessian(obj, obj.theta0.clone())
+    reference = np.linalg.eigvalsh(hess.numpy())[::-1][:3]
+    p = obj.num_params
+    full = top_eigenpairs(obj, k=3, tol=1e-10)
+    small = top_eigenpairs(obj, k=3, tol=1e-10, memory_budget=vectors_budget(p, 12))
+    assert full.n_hvp > 8  # the unrestarted basis would not have fitted in the small budget
+    np.testing.assert_allclose(small.eigenvalues, reference, rtol=1e-9)
+    assert small.converged
+
+
+def test_a_budget_too_small_even_for_restarts_is_refused_before_any_product():
+    class Counting:
+        shape = (1000, 1000)
+        calls = 0
+
+        def matvec(self, v):
+            Counting.calls += 1
+            return v
+
+    with pytest.raises(MemoryError, match="restarted Lanczos for k=5 needs.*raise memory_budget"):
+        top_eigenpairs(Counting(), k=5, memory_budget=vectors_budget(1000, 8))
+    assert Counting.calls == 0
