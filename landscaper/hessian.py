@@ -75,6 +75,10 @@ _ATTENTION_HINT = (
     "torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):`, whose kernel has "
     "second derivatives, or load a HuggingFace model with attn_implementation=\"eager\", e.g. "
     "AutoModel.from_pretrained(path, attn_implementation=\"eager\").")
+#: The opt-in fallback for operations with a first derivative only.
+_DIFFERENCES_HINT = (
+    " pass landscaper.finite_difference.FiniteDifferenceHessian(objective) to the algorithm: "
+    "products from central differences of gradients, approximate (it estimates its error).")
 #: What to do about a torch.compile'd module (aot_autograd has no double backward).
 _COMPILE_HINT = (
     " This is a torch.compile'd module: compute the curvature on the uncompiled module "
@@ -104,8 +108,8 @@ def _second_derivative_hint(err: RuntimeError) -> DoubleBackwardError | None:
         return None
     return DoubleBackwardError(
         f"Hessian-vector products need second derivatives, and an operation of this model "
-        f"has none ({text.splitlines()[0]}).{hint} Otherwise replace that operation or "
-        "exclude its parameters with params=[...]."
+        f"has none ({text.splitlines()[0]}).{hint} Otherwise replace that operation, "
+        f"exclude its parameters with params=[...], or{_DIFFERENCES_HINT}"
     )
 
 
@@ -135,8 +139,8 @@ def _refuse_once_differentiable(loss: torch.Tensor) -> None:
         raise DoubleBackwardError(
             f"{', '.join(sorted(set(found)))} is marked @once_differentiable, so the Hessian "
             "through it would silently be zero; give it a differentiable backward, use an "
-            "equivalent built from differentiable torch ops, or exclude the parameters before it "
-            "with params=[...]")
+            "equivalent built from differentiable torch ops, exclude the parameters before it "
+            f"with params=[...], or{_DIFFERENCES_HINT}")
 
 
 class HessianOperator(SymmetricOperator):
