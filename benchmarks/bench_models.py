@@ -4,9 +4,10 @@ This module must import in *every* environment the benchmarks use (ours and the 
 venvs), so it depends only on torch and numpy (scikit-learn is imported lazily, only by
 :func:`digits_data`). That is why it keeps its own model definitions instead of importing
 `landscaper.examples`: in a peer venv ``import landscaper`` is the peer's release. Its
-``digits_mlp`` has the layers of ``landscaper.examples.digits_mlp()``; ``wide_cnn``,
-``pinn_mlp`` (2 hidden layers, PyTorch's default initialisation) and the standardised
-:func:`digits_data` are deliberately different from the example models.
+``digits_mlp`` and ``digits_cnn`` have the layers of ``landscaper.examples.digits_mlp()`` and
+``digits_cnn()``; ``wide_cnn``, ``pinn_mlp`` (2 hidden layers, PyTorch's default
+initialisation) and the standardised :func:`digits_data` are deliberately different from the
+example models.
 
 A *case* is one ``.npz`` file (always written/read with ``allow_pickle=False``) holding
 
@@ -73,6 +74,17 @@ def pinn_mlp() -> nn.Module:
     )
 
 
+def digits_cnn() -> nn.Module:
+    """The layers of ``landscaper.examples.digits_cnn()`` (8 channels; inputs (N, 64) are
+    reshaped to 1x8x8 inside): 1,898 parameters, all trainable."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64, 10),
+    )
+
+
 def digits_cnn_head() -> nn.Module:
     """The layers of ``landscaper.examples.digits_cnn()`` (8 channels, 8x8 digits) with every
     weight but the last Linear's stored as a buffer: ``model.parameters()`` is the classifier
@@ -93,6 +105,7 @@ def digits_cnn_head() -> nn.Module:
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "digits_mlp": digits_mlp,
+    "digits_cnn": digits_cnn,
     "digits_cnn_head": digits_cnn_head,
     "wide_cnn": wide_cnn,
     "pinn_mlp": pinn_mlp,
@@ -101,6 +114,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 #: loss per model: "cross_entropy" (y int64 class labels) or "mse" (y float32, same shape as out)
 LOSS_KIND: dict[str, str] = {
     "digits_mlp": "cross_entropy",
+    "digits_cnn": "cross_entropy",
     "digits_cnn_head": "cross_entropy",
     "wide_cnn": "cross_entropy",
     "pinn_mlp": "mse",
@@ -152,7 +166,7 @@ def split_flat(model: nn.Module, vec: np.ndarray) -> list[torch.Tensor]:
 def random_data(name: str, n: int = 1797, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic inputs/targets of the right shapes for model ``name`` (no sklearn needed)."""
     rng = np.random.default_rng(seed)
-    if name in ("digits_mlp", "wide_cnn", "digits_cnn_head"):
+    if name in ("digits_mlp", "digits_cnn", "wide_cnn", "digits_cnn_head"):
         X = rng.standard_normal((n, 64)).astype(np.float32)
         y = rng.integers(0, 10, size=n).astype(np.int64)
     elif name == "pinn_mlp":

@@ -41,6 +41,9 @@ PEERS: dict[str, list[list[str]]] = {
     "pyhessian": [[TORCH_REQ], ["numpy", "pyhessian==0.1"]],
     # landscaper 1.3.1 pulls topopy (numpy<2, networkx<3), nglpy, gudhi, treelib, ...
     "landscaper131": [[TORCH_REQ], ["landscaper==1.3.1"]],
+    # hessian-eigenthings 1.0.0a5 (the v1 rewrite: Lanczos, Hutch++, GGN/Fisher operators)
+    # requires numpy, scipy and tqdm beside torch.
+    "eigenthings": [[TORCH_REQ], ["hessian-eigenthings==1.0.0a5"]],
 }
 
 MARKER = ".peer-env-complete.json"
