@@ -12,7 +12,7 @@ from .directions import (
     user_directions,
 )
 from .distributed import DistributedObjective
-from .grid import Execution, GridRequest, GridSpec, sample_grid
+from .grid import AutoExtent, Execution, GridRequest, GridSpec, sample_grid
 from .hessian import HessianOperator, spectral_density, top_eigenpairs, trace
 from .jump_retrain import JumpRetrain
 from .landscape import Landscape
@@ -27,6 +27,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Directions",
     "DistributedObjective",
+    "AutoExtent",
     "Execution",
     "GridRequest",
     "GridSpec",

@@ -232,6 +232,8 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
     """The `AnalysisConfig` of parsed ``demo``/``analyze`` arguments (defaults filled in)."""
     return AnalysisConfig(
         dims=args.dims, steps=args.steps, extent=args.extent, extent_unit=args.extent_unit,
+        extent_factor=getattr(args, "extent_factor", 10.0),
+        extent_rise=getattr(args, "extent_rise", 1.0),
         k=args.k, curvature=getattr(args, "curvature", "hessian"), seed=args.seed,
         trace_probes=args.trace_probes, trace_method=getattr(args, "trace_method", "hutch++"),
         slq_probes=args.slq_probes, slq_steps=args.slq_steps,
@@ -552,6 +554,16 @@ def _byte_size(text: str) -> int:
                                          "500MB or 2000000000 (bytes)") from None
 
 
+def _extent(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a number; write e.g. "
+                                         "--extent auto or --extent 0.05") from None
+
+
 def _add_analysis_options(parser: argparse.ArgumentParser, command: str) -> None:
     steps = "15, 7 with --quick" if command == "demo" else "21"
     jr = {"seeds": "4, 2 with --quick", "epochs": "10, 3 with --quick",
@@ -562,7 +574,14 @@ def _add_analysis_options(parser: argparse.ArgumentParser, command: str) -> None
     parser.add_argument("--dims", type=int, default=3, help="landscape dimensions, 1 to 5")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"points per axis (default: {steps})")
-    parser.add_argument("--extent", type=float, default=0.05, help="half-width per axis")
+    parser.add_argument("--extent", type=_extent, default="auto",
+                        help="half-width per axis, or auto: where 1-D scans see the loss first "
+                             "reach the lower of --extent-factor x and --extent-rise above "
+                             "θ₀'s loss")
+    parser.add_argument("--extent-factor", type=float, default=10.0,
+                        help="with --extent auto: the multiple of θ₀'s loss to reach")
+    parser.add_argument("--extent-rise", type=float, default=1.0,
+                        help="with --extent auto: the rise above θ₀'s loss to reach")
     parser.add_argument("--extent-unit", choices=["relative", "absolute"], default="relative",
                         help="relative: fraction of ‖θ₀‖; absolute: direction units")
     parser.add_argument("--params", nargs="*", default=None,
@@ -611,8 +630,14 @@ def _fill_defaults(args: argparse.Namespace) -> None:
         raise UsageError(f"--dims must be between 1 and 5, got {args.dims}")
     if args.steps < 2:
         raise UsageError(f"--steps must be at least 2, got {args.steps}")
-    if not args.extent > 0:
+    if args.extent != "auto" and not args.extent > 0:
         raise UsageError(f"--extent must be positive, got {args.extent}; e.g. --extent 0.05")
+    if args.extent == "auto":
+        for name in ("extent_factor", "extent_rise"):
+            value = getattr(args, name)
+            if not value > (1 if name == "extent_factor" else 0):
+                bound = "above 1" if name == "extent_factor" else "positive"
+                raise UsageError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
     if args.dims > args.k:
         args.k = args.dims
 

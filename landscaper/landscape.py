@@ -37,6 +37,7 @@ from .grid import (
     require_all_data,
 )
 from .grid.axes import ExtentUnit
+from .grid.extent_scan import loss_at_theta0, scan_extent
 from .hessian import parse_which
 from .objective import Objective
 
@@ -124,6 +125,21 @@ def _checked_theta0_norm(objective: Objective, unit: ExtentUnit) -> float:
             f"{', NaN/inf weights' if not np.isfinite(theta_norm) else ', all zero'}); pass "
             "extent_unit=\"absolute\" with extents in direction units")
     return theta_norm
+
+
+def _scanned_request(objective: Objective, dirs: Directions, request: GridRequest,
+                     theta_norm: float, executor: Any, execution: Execution
+                     ) -> tuple[GridRequest, dict[str, Any]]:
+    """``request`` with its automatic extent replaced by the ranges its 1-D scans chose, and
+    the scan's record (evaluated like the grid, without checkpoint or progress bar)."""
+    quiet = replace(execution, checkpoint=None, progress=False)
+
+    def evaluate(direction: Directions, axis: np.ndarray) -> np.ndarray:
+        return executor.run(objective, GridSpec.from_axes(direction, [axis]), quiet)
+
+    extent, record = scan_extent(evaluate, dirs, request.auto, loss_at_theta0(objective),
+                                 request.unit, theta_norm)
+    return replace(request, extent=extent), record
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -221,9 +237,12 @@ class Landscape:
             grid: the `GridRequest` (``dims``, ``steps``, ``extent``, ``extent_unit``), or
                 give those as keywords: ``dims`` (default 2, or the number of given
                 directions), ``steps`` (points per axis, one value or one per axis, default
-                41), ``extent`` (half-width per axis or ``(low, high)`` pairs, default 0.01)
-                in ``extent_unit`` (``"relative"``: displacement up to extent·‖θ₀‖,
-                Landscaper's convention, the default; ``"absolute"``: direction multipliers).
+                41), ``extent`` (half-width per axis or ``(low, high)`` pairs, default 0.01;
+                or ``"auto"`` / `landscaper.AutoExtent`: each axis' half-width where 1-D
+                scans see the loss first reach a stated rise above θ₀'s, recorded in
+                ``metadata["extent_auto"]``) in ``extent_unit`` (``"relative"``:
+                displacement up to extent·‖θ₀‖, Landscaper's convention, the default;
+                ``"absolute"``: direction multipliers).
             execution: the `Execution` options (``memory_budget``, ``chunk_size``,
                 ``points_per_chunk``, ``checkpoint``, ``progress``, ``distributed``), or give
                 those as keywords. ``memory_budget`` defaults to the objective's ("2GiB" for
@@ -271,6 +290,12 @@ class Landscape:
         dirs = executor.share_directions(lambda: given if given is not None else (
             NAMED_DIRECTIONS[directions].make(objective, k, which=which, seed=seed)))
         timings = {"directions_s": watch.seconds}
+        scanned = None
+        if request.auto is not None:
+            watch = Stopwatch()
+            request, scanned = _scanned_request(objective, dirs, request, theta_norm,
+                                                executor, execution)
+            timings["extent_scan_s"] = watch.seconds
         spec = GridSpec.build(dirs, request, theta_norm)
         watch = Stopwatch()
         loss = executor.run(objective, spec, execution).reshape(spec.shape)
@@ -281,6 +306,7 @@ class Landscape:
             "library_version": _library_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **spec.describe(),
+            **({"extent_auto": scanned} if scanned is not None else {}),
             "theta0": _theta0_record(objective, loss, spec.axes),
             "objective": objective.describe(),
             "description": description,

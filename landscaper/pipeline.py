@@ -28,7 +28,8 @@ from . import distributed as dist_utils
 from ._utils import Stopwatch, format_bytes, parse_bytes
 from .curvature import parse_curvature
 from .directions import EIGEN_LABELS, eigen_directions
-from .grid import Execution, GridRequest, check_checkpoint
+from .grid import AutoExtent, Execution, GridRequest, check_checkpoint
+from .grid.extent_scan import parse_auto_extent
 from .grid.plan import bytes_per_point
 from .hessian import (
     EigenResult,
@@ -74,7 +75,9 @@ class AnalysisConfig:
 
     Grid: ``dims`` directions (the top Hessian eigenvectors), ``steps`` points per axis,
     ``extent`` half-width per axis in ``extent_unit`` (``"relative"``: a fraction of ‖θ₀‖;
-    ``"absolute"``: direction units).
+    ``"absolute"``: direction units), or ``"auto"`` (the default): each axis' half-width where
+    the loss first reaches the lower of ``extent_factor``·L₀ and L₀ + ``extent_rise`` (either
+    None to drop it; see `landscaper.AutoExtent`).
 
     Spectrum: ``k`` top eigenvalues (at least ``dims`` are computed), ``seed`` of the Lanczos
     start vectors and of the probes, ``trace_probes`` products of the ``trace_method`` estimator
@@ -94,8 +97,10 @@ class AnalysisConfig:
 
     dims: int = 3
     steps: int = 21
-    extent: float = 0.05
+    extent: float | str = "auto"
     extent_unit: str = "relative"
+    extent_factor: float | None = 10.0
+    extent_rise: float | None = 1.0
     k: int = 5
     curvature: str = "hessian"
     seed: int = 0
@@ -125,6 +130,14 @@ class AnalysisConfig:
                       "jr_steps": tuple(self.jr_steps), "out": Path(self.out)}
         for name, value in normalized.items():
             object.__setattr__(self, name, value)
+        self.grid_extent  # noqa: B018 - refuses a malformed extent rule now
+
+    @property
+    def grid_extent(self) -> float | AutoExtent:
+        """The extent the grid is asked for: a number, or the `AutoExtent` rule."""
+        if parse_auto_extent(self.extent) is None:
+            return self.extent
+        return AutoExtent(factor=self.extent_factor, rise=self.extent_rise)
 
     @property
     def n_points(self) -> int:
@@ -267,7 +280,7 @@ def compute_landscape(objective: Objective, spectrum: SpectrumEstimate, config: 
                       ) -> Landscape:
     """The loss on the grid along the top ``dims`` Hessian eigenvectors (sharded over the
     ranks under torchrun: every rank calls this)."""
-    grid = GridRequest(steps=config.steps, extent=config.extent,
+    grid = GridRequest(steps=config.steps, extent=config.grid_extent,
                        extent_unit=config.extent_unit)
     execution = Execution(memory_budget=config.memory_budget, checkpoint=config.checkpoint,
                           progress=progress, distributed=None)
@@ -297,7 +310,8 @@ def _new_report(objective: Objective, config: AnalysisConfig) -> Report:
     report = Report(config.out)
     report.metrics["settings"] = {
         "dims": config.dims, "steps": config.steps, "extent": config.extent,
-        "extent_unit": config.extent_unit, "params": config.params, "k": config.k,
+        "extent_unit": config.extent_unit, "extent_factor": config.extent_factor,
+        "extent_rise": config.extent_rise, "params": config.params, "k": config.k,
         "memory_budget": config.memory_budget,
         "num_params": objective.num_params, "num_samples": objective.num_samples,
         "device": str(objective.device),

@@ -39,6 +39,7 @@ from .axes import (
     parse_extent_unit,
 )
 from .execute import Execution, LocalExecutor, evaluate_chunk, report_nonfinite, require_all_data
+from .extent_scan import AutoExtent, scan_extent
 from .plan import (
     MIN_CHUNKS_PER_RANK,
     MIN_POINTS_PER_CHUNK,
@@ -64,6 +65,7 @@ from .store import (
 )
 
 __all__ = [
+    "AutoExtent",
     "CHECKPOINT_VERSION",
     "MIN_CHUNKS_PER_RANK",
     "MIN_POINTS_PER_CHUNK",
@@ -99,6 +101,7 @@ __all__ = [
     "report_nonfinite",
     "require_all_data",
     "sample_grid",
+    "scan_extent",
     "subspace_points",
     "tune_chunk_size",
 ]

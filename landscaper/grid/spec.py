@@ -27,6 +27,7 @@ from .axes import (
     grid_coordinates,
     parse_extent_unit,
 )
+from .extent_scan import AutoExtent, parse_auto_extent
 
 
 def subspace_points(theta0: torch.Tensor, coefficients: torch.Tensor,
@@ -51,13 +52,14 @@ class GridRequest:
     Attributes:
         dims: grid dimension k (None: 2, or the number of given directions).
         steps: points per axis (one value or one per axis).
-        extent: half-width per axis (or ``(low, high)`` pairs), in ``extent_unit``.
+        extent: half-width per axis (or ``(low, high)`` pairs), in ``extent_unit``; or
+            ``"auto"`` / an `AutoExtent`, chosen by 1-D scans once the directions exist.
         extent_unit: ``"relative"`` (displacement up to extent·‖θ₀‖) or ``"absolute"``.
     """
 
     dims: int | None = None
     steps: int | Sequence[int] = 41
-    extent: float | Sequence[Any] = 0.01
+    extent: float | Sequence[Any] | str | AutoExtent = 0.01
     extent_unit: str | ExtentUnit = "relative"
 
     def __post_init__(self) -> None:
@@ -69,19 +71,27 @@ class GridRequest:
         """The parsed extent unit."""
         return parse_extent_unit(self.extent_unit)
 
+    @property
+    def auto(self) -> AutoExtent | None:
+        """The rule of an automatic extent (``extent="auto"`` or an `AutoExtent`), else None."""
+        return parse_auto_extent(self.extent)
+
     def check_forms(self, k: int | None) -> None:
         """Refuse a malformed unit, steps or extent (the latter two once k is known; dims is
         checked when the request is made)."""
         self.unit  # noqa: B018 - parsing is the check
+        auto = self.auto
         if k is not None:
             axis_steps(self.steps, k)
-            extent_ranges(self.extent, k)
+            if auto is None:
+                extent_ranges(self.extent, k)
 
     def check_size(self, k: int, memory_budget: int | str) -> int:
         """Check steps and extent for a k-dimensional grid and its size against the budget, by
         arithmetic before anything proportional to the grid; returns the number of points."""
         n_points = check_grid_size(axis_steps(self.steps, k), memory_budget)
-        grid_axes(self.steps, self.extent, k)  # the axes themselves (one step on a range)
+        if self.auto is None:  # an automatic extent is only known after its scan
+            grid_axes(self.steps, self.extent, k)  # the axes themselves (one step on a range)
         return n_points
 
 
