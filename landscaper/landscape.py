@@ -497,7 +497,24 @@ class Landscape:
 
     def profile(self, connectivity: str = "full") -> topology.LandscapeProfile:
         """Data of the topological landscape profile (Geniesse et al.)."""
-        return topology.landscape_profile(self.merge_tree(connectivity=connectivity))
+        return topology.landscape_profile(self.merge_tree(connectivity=connectivity),
+                                          values=self.loss)
+
+    def scale_summary(self, radii: Sequence[int] | None = None, *, connectivity: str = "full",
+                      smad_normalize: bool = False) -> topology.ScaleSummary:
+        """How the topology changes with scale: minima, SMAD and θ₀'s basin in nested boxes
+        around θ₀ (the grid point nearest it), one per radius in grid steps (default: all);
+        see `landscaper.topology.scale_summary`. Cached per argument set."""
+        key = ("scale", None if radii is None else tuple(radii), connectivity, smad_normalize)
+        if key not in self._cache:
+            self._cache[key] = topology.scale_summary(
+                self.loss, center=nearest_origin_index(self.axes), radii=radii,
+                connectivity=connectivity, coords=self.axes, smad_normalize=smad_normalize)
+        return self._cache[key]
+
+    def show_scale(self, ax: Any = None, *, connectivity: str = "full") -> Any:
+        """Draw minima and SMAD against the box radius around θ₀; returns the Axes."""
+        return topology.plot_scale_summary(self.scale_summary(connectivity=connectivity), ax=ax)
 
     def show_profile(self, ax: Any = None, *, log: bool = False,
                      connectivity: str = "full") -> Any:

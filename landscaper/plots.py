@@ -33,6 +33,21 @@ def _label_dims(ax: Axes, landscape: Landscape, dims: tuple[int, int]) -> None:
     ax.set_ylabel(landscape.axis_label(dims[1]))
 
 
+#: A range narrower than this, relative to its values, is float noise around a constant grid.
+_CONSTANT_RTOL = 1e-9
+
+
+def _colour_range(low: float, high: float, log: bool) -> tuple[float, float]:
+    """``(low, high)``, widened around the value when the grid is (numerically) constant, so
+    that the colour sits mid-scale and the colour bar still has a range to label."""
+    if high - low > _CONSTANT_RTOL * max(abs(low), abs(high)):
+        return low, high
+    if log:
+        return low / 1.1, low * 1.1
+    half = 0.1 * abs(low) if low != 0 else 1.0
+    return low - half, low + half
+
+
 def _norm_and_levels(values: np.ndarray, log: bool, levels: int) -> tuple[Any, np.ndarray]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
@@ -44,12 +59,80 @@ def _norm_and_levels(values: np.ndarray, log: bool, levels: int) -> tuple[Any, n
         if positive.size < finite.size:
             logger.warning("%d non-positive losses are left blank in a log-scale plot",
                            finite.size - positive.size)
-        low, high = positive.min(), positive.max()
-        high = high if high > low else low * 10
+        low, high = _colour_range(float(positive.min()), float(positive.max()), log=True)
         return colors.LogNorm(vmin=low, vmax=high), np.geomspace(low, high, levels)
-    low, high = finite.min(), finite.max()
-    high = high if high > low else low + 1.0
+    low, high = _colour_range(float(finite.min()), float(finite.max()), log=False)
     return colors.Normalize(vmin=low, vmax=high), np.linspace(low, high, levels)
+
+
+def _linear_ticks(low: float, high: float) -> np.ndarray:
+    """At least 3 round values (steps of 1, 2, 2.5 or 5 times a power of ten) in [low, high]."""
+    from matplotlib.ticker import MaxNLocator
+
+    span = high - low
+    inside = np.array([low, 0.5 * (low + high), high])
+    for bins in range(5, 13):
+        ticks = MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+        ticks = np.where(np.abs(ticks) < 1e-9 * span, 0.0, ticks)
+        ticks = ticks[(ticks >= low - 1e-9 * span) & (ticks <= high + 1e-9 * span)]
+        if ticks.size >= 3:
+            return ticks
+    return inside
+
+
+def _log_ticks(low: float, high: float) -> np.ndarray:
+    """At least 3 round values in [low, high] for a log scale: powers of ten when the range
+    spans enough decades (thinned to at most 8), else 1-2-5 or 1..9 times powers of ten,
+    else (a range under a factor of ~2) evenly spaced round values."""
+    first, last = int(np.floor(np.log10(low))), int(np.ceil(np.log10(high)))
+    tol = 1e-9
+    for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = np.array([m * 10.0 ** e for e in range(first, last + 1) for m in mantissas])
+        ticks = ticks[(ticks >= low * (1 - tol)) & (ticks <= high * (1 + tol))]
+        if ticks.size >= 3:
+            return ticks[:: -(-ticks.size // 8)]
+    return _linear_ticks(low, high)
+
+
+def _format_tick(value: float, digits: int, positional: tuple[int, int] = (-4, 6)) -> str:
+    """``value`` with ``digits`` significant digits: positional for powers of ten in
+    ``positional`` (half-open), otherwise a short exponent form (``2e-7``, ``1.5e12``)."""
+    if value == 0:
+        return "0"
+    exponent = int(np.floor(np.log10(abs(value))))
+    if positional[0] <= exponent < positional[1]:
+        text = f"{value:.{max(0, digits - 1 - exponent)}f}"
+        text = text.rstrip("0").rstrip(".") if "." in text else text
+    else:
+        mantissa, power = f"{value:.{digits - 1}e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
+        text = f"{mantissa}e{int(power)}"
+    return "0" if text in ("-0", "0") else text
+
+
+def _tick_labels(ticks: np.ndarray) -> list[str]:
+    """The shortest labels (fewest significant digits) that show every tick's value exactly;
+    if some need an exponent, values from 1e-3 and 1e3 outwards all get one (``1e-4``, not
+    ``0.0001`` next to ``1e-8``)."""
+    span = float(np.ptp(ticks)) or 1.0
+    values = ticks.tolist()
+    for digits in range(1, 16):
+        labels = [_format_tick(t, digits) for t in values]
+        if len(set(labels)) == len(labels) and all(
+                abs(float(text) - t) <= 1e-9 * max(span, abs(t))
+                for text, t in zip(labels, values, strict=True)):
+            break
+    if any("e" in text for text in labels):
+        labels = [_format_tick(t, digits, positional=(-2, 3)) for t in values]
+    return labels
+
+
+def _label_colorbar(cbar: Any, norm: Any) -> None:
+    """Put at least 3 labelled ticks, at round values spanning the colour range, on a bar."""
+    low, high = float(norm.vmin), float(norm.vmax)
+    ticks = _log_ticks(low, high) if isinstance(norm, colors.LogNorm) else _linear_ticks(low, high)
+    cbar.set_ticks(ticks, labels=_tick_labels(ticks))
+    cbar.minorticks_off()
 
 
 def _masked(values: np.ndarray, log: bool) -> np.ma.MaskedArray:
@@ -90,6 +173,9 @@ def plot_contour(
         dims: the two axes to show; the others are fixed at the indices in ``at``
             (default: θ₀'s index, or the one nearest θ₀).
         log: logarithmic colour scale, for losses spanning orders of magnitude.
+        colorbar: add a colour bar, with at least 3 labelled ticks at round values spanning
+            the range (powers of ten on a log scale when it spans decades). A constant grid is
+            coloured mid-scale on a bar of ±10% around its value.
     """
     x, y, values = landscape.slice(dims, at)
     ax = ax or new_axes()
@@ -98,7 +184,7 @@ def plot_contour(
     # values are indexed [x, y]; matplotlib wants Z[row=y, col=x]
     artist = draw(x, y, _masked(values, log).T, levels=level_values, norm=norm, cmap=cmap)
     if colorbar:
-        ax.figure.colorbar(artist, ax=ax, label="loss")
+        _label_colorbar(ax.figure.colorbar(artist, ax=ax, label="loss"), norm)
     if mark_center:
         ax.plot([0], [0], marker="+", color="white" if filled else "black", markersize=10)
     _label_dims(ax, landscape, dims)

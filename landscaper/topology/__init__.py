@@ -1,7 +1,8 @@
 """Exact, fast topology of sampled landscapes on grids and graphs (pure numpy).
 
 Main entry points: :func:`merge_tree`, :func:`basins`, :func:`persistence_diagram`,
-:func:`smad`, :func:`simplify`, :func:`landscape_profile` and the plotting helpers.
+:func:`smad`, :func:`simplify`, :func:`landscape_profile`, :func:`scale_summary` and the
+plotting helpers.
 """
 
 from .basins import Basins, basin_metric, basins, simplify
@@ -21,14 +22,22 @@ from .persistence import (
     total_persistence,
     wasserstein_distance,
 )
-from .plotting import plot_barcode, plot_merge_tree, plot_persistence_diagram, plot_profile
+from .plotting import (
+    plot_barcode,
+    plot_merge_tree,
+    plot_persistence_diagram,
+    plot_profile,
+    plot_scale_summary,
+)
 from .profile import LandscapeProfile, landscape_profile
+from .scale import ScaleSummary, scale_summary
 from .smad import smad, smad_pairs
 
 __all__ = [
     "Basins",
     "LandscapeProfile",
     "MergeTree",
+    "ScaleSummary",
     "basin_metric",
     "basins",
     "bottleneck_distance",
@@ -41,7 +50,9 @@ __all__ = [
     "plot_merge_tree",
     "plot_persistence_diagram",
     "plot_profile",
+    "plot_scale_summary",
     "rank_values",
+    "scale_summary",
     "simplify",
     "smad",
     "smad_pairs",
