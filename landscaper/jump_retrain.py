@@ -29,6 +29,7 @@ from .trajectories import (
     PAPER_SEEDS,
     PAPER_STEP_SIZES,
     Samples,
+    batch_loss_epoch,
     jump_and_retrain,
     standard_epoch,
 )
@@ -93,7 +94,7 @@ class JumpRetrain:
         model: the trained model (never modified).
         data: training data as for `Objective` (a tuple, a list of batches or a DataLoader);
             it is also the loop retraining runs over unless ``train_epoch`` is given.
-        loss_fn: ``loss_fn(outputs, targets)``.
+        loss_fn: ``loss_fn(outputs, targets)`` (None with ``batch_loss``).
         optimizer_factory: builds the original optimiser, e.g.
             ``lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)``.
         train_epoch: optional ``train_epoch(model, optimizer, epoch)``; default: one pass over
@@ -106,13 +107,16 @@ class JumpRetrain:
         k: neighbours of the kNN graph (paper: 20).
         fill_triangles: fill graph cycles with the clique complex's triangles so that
             1-dimensional classes can die (the authors' code never kills them).
+        batch_loss: ``batch_loss(call_model, batch)`` for a loss that is not
+            ``loss_fn(model(x), y)`` (a PINN's residual, as for `Objective`); retraining then
+            steps on ``batch_loss(model, batch)`` for each batch, and no accuracy is recorded.
     """
 
     def __init__(
         self,
         model: nn.Module,
         data: Any,
-        loss_fn: Callable[..., torch.Tensor],
+        loss_fn: Callable[..., torch.Tensor] | None,
         optimizer_factory: Callable[..., torch.optim.Optimizer],
         train_epoch: Callable[..., Any] | None = None,
         *,
@@ -131,6 +135,7 @@ class JumpRetrain:
         memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
         memmap_path: str | None = None,
         progress: bool = True,
+        batch_loss: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         for name, fn, optional in (("optimizer_factory", optimizer_factory, False),
                                    ("train_epoch", train_epoch, True),
@@ -150,7 +155,9 @@ class JumpRetrain:
         self.model = model
         self.batches = normalize_data(data)
         self.objective = Objective(model, self.batches, loss_fn, params,
-                                   memory_budget=memory_budget)
+                                   memory_budget=memory_budget, batch_loss=batch_loss)
+        if batch_loss is not None and accuracy_fn is _accuracy:
+            accuracy_fn = None
         if accuracy_fn is _accuracy and not _class_targets(self.batches):
             logger.info("the targets are not class labels, so no argmax accuracy is recorded "
                         "(pass accuracy_fn= for another one)")
@@ -159,7 +166,9 @@ class JumpRetrain:
                          Objective(model, self.batches, accuracy_fn, params,
                                    memory_budget=memory_budget))
         self.optimizer_factory = optimizer_factory
-        self.train_epoch = train_epoch or standard_epoch(self.batches, loss_fn)
+        self.train_epoch = train_epoch or (
+            standard_epoch(self.batches, loss_fn) if batch_loss is None
+            else batch_loss_epoch(self.batches, batch_loss))
         self.memory_budget, self.memmap_path, self.progress = memory_budget, memmap_path, progress
         self.settings = settings
         self.samples_: Samples | None = None

@@ -136,6 +136,33 @@ def standard_epoch(loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor]) 
     return train_epoch
 
 
+def batch_loss_epoch(loader: Iterable[Any], batch_loss: Callable[..., torch.Tensor]
+                     ) -> TrainEpoch:
+    """A training epoch for a ``batch_loss(model, batch)`` objective (a PINN's residual
+    loss, say), for `jump_and_retrain`: one optimiser step per batch, its tensors moved to the
+    model's device."""
+
+    def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        device = next(model.parameters()).device
+        for batch in loader:
+            optimizer.zero_grad()
+            batch_loss(model, _on_device(batch, device)).backward()
+            optimizer.step()
+
+    return train_epoch
+
+
+def _on_device(batch: Any, device: torch.device) -> Any:
+    """A batch (tensor, tuple/list or dict of tensors) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _on_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_on_device(v, device) for v in batch)
+    return batch
+
+
 def jump_and_retrain(
     model: nn.Module,
     objective: Objective,

@@ -61,3 +61,28 @@ def test_phate_embedding_path(jr):
     potential = jr.embedding_.potential_distances
     assert potential.shape == (28, 28) and np.allclose(potential, potential.T)
     assert np.isfinite(jr.total_persistence()[0])
+
+
+def test_jump_retrain_steps_on_a_batch_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    batch = {"x": torch.randn(64, 2)}
+    target = batch["x"] @ torch.tensor([[1.0], [-2.0]])
+    batch["y"] = target
+
+    def batch_loss(call_model, b):
+        return ((call_model(b["x"]) - b["y"]) ** 2).mean()
+
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        model.bias.zero_()
+    jr = JumpRetrain(model, batch, None, lambda ps: torch.optim.SGD(ps, lr=0.1),
+                     batch_loss=batch_loss, seeds=(0, 1), step_sizes=(0.5,), epochs=5,
+                     embedding="pca", k=3, progress=False).fit()
+    samples = jr.samples_
+    assert len(samples) == 2 * 6
+    for seed in (0, 1):  # every retraining epoch lowers the quadratic loss
+        losses = samples.loss[samples.seed == seed]
+        assert np.all(np.diff(losses) < 0) and losses[0] > 1e-3
+    assert samples.accuracy is None or np.all(np.isnan(samples.accuracy))
+    assert torch.equal(model.weight, torch.tensor([[1.0, -2.0]]))  # the model is untouched
