@@ -14,6 +14,7 @@ and only rank 0 prints and writes files (see ``docs/distributed.md``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -244,16 +245,21 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
 
 
 def _run(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace, *,
-         accuracy_fn: Any = None, train: dict[str, Any] | None = None) -> Path:
+         accuracy_fn: Any = None, train: dict[str, Any] | None = None,
+         batch_loss: Any = None, out: Path | None = None, result: bool = False) -> Any:
     """The pipeline with the CLI's progress lines; its refusals of bad input (before any
-    Hessian work) become `UsageError` (exit 2)."""
+    Hessian work) become `UsageError` (exit 2). Returns the report folder (``out``, default
+    ``--out``), or the whole `AnalysisResult` with ``result=True``."""
     config = config_from_args(args)
+    if out is not None:
+        config = dataclasses.replace(config, out=out)
     with _input_errors():
-        objective = pipeline.prepare_objective(model, data, loss_fn, config)
-    result = pipeline.run_analysis(model, data, loss_fn, config, accuracy_fn=accuracy_fn,
-                                   train=train, on_stage=None if args.quiet else _print_stage,
-                                   objective=objective)
-    return result.out
+        objective = pipeline.prepare_objective(model, data, loss_fn, config,
+                                               batch_loss=batch_loss)
+    analysis = pipeline.run_analysis(model, data, loss_fn, config, accuracy_fn=accuracy_fn,
+                                     train=train, on_stage=None if args.quiet else _print_stage,
+                                     objective=objective, batch_loss=batch_loss)
+    return analysis if result else analysis.out
 
 
 def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
@@ -271,23 +277,22 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, args: argparse.Namespace,
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import torch
+    from .examples.pinn import demo_pair
+    from .report import write_comparison
 
-    from .examples import digits_cnn, digits_data, train_classifier
-
-    done = _stage("train a digits CNN", args.quiet)
-    x, y = digits_data()
-    if args.quick:
-        x, y = x[:600], y[:600]
-    model = train_classifier(digits_cnn(), x, y, epochs=12 if args.quick else 20, lr=0.05)
-    with torch.no_grad():
-        acc = float((model(x).argmax(1) == y).float().mean())
-    done(f"{sum(p.numel() for p in model.parameters())} parameters, train accuracy {acc:.3f}")
-    batches = [(x[i : i + 256], y[i : i + 256]) for i in range(0, len(y), 256)]
-    factory = lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)  # noqa: E731
-    out = _run(model, batches, torch.nn.functional.cross_entropy, args,
-               train={"optimizer_factory": factory},
-               accuracy_fn=lambda o, t: (o.argmax(1) == t).float().mean())
+    done = _stage("train two convection PINNs (β = 1 fits, β = 30 fails)", args.quiet)
+    pair = demo_pair(quick=args.quick)
+    done(", ".join(f"{p.name}: relative L2 error {p.info['relative_l2']:.3f}" for p in pair))
+    reports = []
+    for i, trained in enumerate(pair):
+        if not args.quiet:
+            print(f"-- {trained.name}")
+        result = _run(trained.model, trained.batch, None, args,
+                      train={"optimizer_factory": trained.optimizer_factory},
+                      batch_loss=trained.batch_loss, out=Path(args.out) / f"model_{i + 1}",
+                      result=True)
+        reports.append((trained.name, result.report))
+    out = write_comparison(args.out, reports)
     if not args.quiet:
         print(f"report: {out / 'index.html'}")
     return 0
@@ -554,6 +559,15 @@ def _byte_size(text: str) -> int:
                                          "500MB or 2000000000 (bytes)") from None
 
 
+def _optional_float(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor none") from None
+
+
 def _extent(text: str) -> float | str:
     if text.strip().lower() == "auto":
         return "auto"
@@ -578,10 +592,13 @@ def _add_analysis_options(parser: argparse.ArgumentParser, command: str) -> None
                         help="half-width per axis, or auto: where 1-D scans see the loss first "
                              "reach the lower of --extent-factor x and --extent-rise above "
                              "θ₀'s loss")
-    parser.add_argument("--extent-factor", type=float, default=10.0,
-                        help="with --extent auto: the multiple of θ₀'s loss to reach")
-    parser.add_argument("--extent-rise", type=float, default=1.0,
-                        help="with --extent auto: the rise above θ₀'s loss to reach")
+    factor, rise = (100.0, None) if command == "demo" else (10.0, 1.0)
+    parser.add_argument("--extent-factor", type=_optional_float, default=factor,
+                        help="with --extent auto: the multiple of θ₀'s loss to reach (none: "
+                             f"only --extent-rise; default {factor:g})")
+    parser.add_argument("--extent-rise", type=_optional_float, default=rise,
+                        help="with --extent auto: the rise above θ₀'s loss to reach (none: "
+                             f"only --extent-factor; default {rise})")
     parser.add_argument("--extent-unit", choices=["relative", "absolute"], default="relative",
                         help="relative: fraction of ‖θ₀‖; absolute: direction units")
     parser.add_argument("--params", nargs="*", default=None,
@@ -633,9 +650,12 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     if args.extent != "auto" and not args.extent > 0:
         raise UsageError(f"--extent must be positive, got {args.extent}; e.g. --extent 0.05")
     if args.extent == "auto":
+        if args.extent_factor is None and args.extent_rise is None:
+            raise UsageError("--extent auto needs --extent-factor or --extent-rise (not both "
+                             "none)")
         for name in ("extent_factor", "extent_rise"):
             value = getattr(args, name)
-            if not value > (1 if name == "extent_factor" else 0):
+            if value is not None and not value > (1 if name == "extent_factor" else 0):
                 bound = "above 1" if name == "extent_factor" else "positive"
                 raise UsageError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
     if args.dims > args.k:
@@ -660,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, parents=[common],
                               epilog=_EPILOG, formatter_class=_HelpFormatter)
 
-    demo = add("demo", "train a small digits CNN and write its full report")
+    demo = add("demo", "train two convection PINNs, one that fits (β = 1) and one that fails "
+                       "(β = 30), and write a report comparing their landscapes")
     demo.add_argument("--quick", action="store_true", help="small settings (< 30 s)")
     _add_analysis_options(demo, "demo")
     demo.set_defaults(func=_demo)

@@ -199,11 +199,12 @@ def _on_device(model: Any, device: str) -> Any:
                          f"({_one_line(str(err))})") from err
 
 
-def _objective(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig) -> Objective:
+def _objective(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig,
+               batch_loss: Any = None) -> Objective:
     """The objective at θ₀; a model or loss that cannot take the data is a ValueError."""
     try:
         return Objective(model, data, loss_fn, config.param_patterns,
-                         memory_budget=config.memory_budget)
+                         memory_budget=config.memory_budget, batch_loss=batch_loss)
     except RuntimeError as err:
         raise ValueError(f"the loss at θ₀ cannot be computed on the data "
                          f"({type(err).__name__}: {_one_line(str(err), 300)}); check that "
@@ -227,9 +228,10 @@ def _check_sizes(objective: Objective, config: AnalysisConfig) -> None:
                           "smaller batches, or select fewer parameters with params=[...]")
 
 
-def prepare_objective(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig
-                      ) -> Objective:
-    """Move the model to ``config.device`` and build its `Objective`, refusing bad input
+def prepare_objective(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
+                      batch_loss: Any = None) -> Objective:
+    """Move the model to ``config.device`` and build its `Objective` (with ``batch_loss``
+    for a loss that is not ``loss_fn(model(x), y)``, e.g. a PINN's), refusing bad input
     before any Hessian work.
 
     Raises:
@@ -238,7 +240,8 @@ def prepare_objective(model: Any, data: Any, loss_fn: Any, config: AnalysisConfi
         MemoryError: one grid evaluation does not fit ``memory_budget``.
         landscaper.grid.CheckpointMismatchError: ``checkpoint`` belongs to another grid.
     """
-    objective = _objective(_on_device(model, config.device), data, loss_fn, config)
+    objective = _objective(_on_device(model, config.device), data, loss_fn, config,
+                           batch_loss)
     _check_sizes(objective, config)
     if config.checkpoint is not None:
         check = lambda: check_checkpoint(config.checkpoint, objective,  # noqa: E731
@@ -293,13 +296,13 @@ def compute_landscape(objective: Objective, spectrum: SpectrumEstimate, config: 
 
 def fit_jump_retrain(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
                      optimizer_factory: Callable[..., Any], accuracy_fn: Any = None,
-                     progress: bool = False) -> JumpRetrain:
+                     progress: bool = False, batch_loss: Any = None) -> JumpRetrain:
     """Jump & retrain around θ₀, embedded with PHATE when it is installed (PCA otherwise)."""
     embedding = "phate" if importlib.util.find_spec("phate") else "pca"
     jr = JumpRetrain(model, data, loss_fn, optimizer_factory, accuracy_fn=accuracy_fn,
                      params=config.param_patterns, seeds=tuple(range(config.jr_seeds)),
                      step_sizes=config.jr_steps, epochs=config.jr_epochs, embedding=embedding,
-                     k=config.jr_k, progress=progress)
+                     k=config.jr_k, progress=progress, batch_loss=batch_loss)
     return jr.fit()
 
 
@@ -372,7 +375,8 @@ def _jump_retrain_summary(metrics: Mapping[str, Any]) -> str:
 def run_analysis(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
                  accuracy_fn: Any = None, train: Mapping[str, Any] | None = None,
                  on_stage: StageHook | None = None,
-                 objective: Objective | None = None) -> AnalysisResult:
+                 objective: Objective | None = None,
+                 batch_loss: Any = None) -> AnalysisResult:
     """Spectrum, landscape, topology and (with ``train``) jump & retrain, written as a report
     in ``config.out``.
 
@@ -384,13 +388,15 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
         on_stage: ``on_stage(name, seconds, summary)`` after each stage, on rank 0.
         objective: the `Objective` that `prepare_objective` built of these arguments (built
             here when None).
+        batch_loss: ``batch_loss(call_model, batch)`` replacing ``loss_fn`` (see
+            `Objective`); jump & retrain then steps on ``batch_loss(model, batch)``.
 
     Raises:
         ValueError, MemoryError, CheckpointMismatchError: bad input (see `prepare_objective`),
             before any Hessian work.
     """
     if objective is None:
-        objective = prepare_objective(model, data, loss_fn, config)
+        objective = prepare_objective(model, data, loss_fn, config, batch_loss=batch_loss)
     report = _new_report(objective, config) if dist_utils.rank() == 0 else None
     hook = on_stage if report is not None else None
     matrix = EIGEN_LABELS[config.curvature]
@@ -406,7 +412,7 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
         def fit() -> JumpRetrain:
             result.jump_retrain = fit_jump_retrain(
                 model, data, loss_fn, config, optimizer_factory=train["optimizer_factory"],
-                accuracy_fn=accuracy_fn, progress=config.progress)
+                accuracy_fn=accuracy_fn, progress=config.progress, batch_loss=batch_loss)
             return result.jump_retrain
 
         _run_stage("jump & retrain", hook, _jump_retrain_summary, _jump_retrain_stage, report,

@@ -19,6 +19,7 @@ import numpy as np
 from . import plots
 from ._files import write_json, write_text
 from .directions import EIGEN_LABELS
+from .headlines import compare_headlines, headlines
 from .landscape import Landscape
 from .summaries import summarize
 
@@ -86,27 +87,87 @@ class Report:
         return self.out
 
     def _html(self) -> str:
-        rows = "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(_short(v))}</td></tr>"
-            for k, v in _flatten(self.metrics).items())
-        cards = []
-        for fig in self.figures:
-            data = base64.b64encode((self.out / f"{fig.name}.png").read_bytes()).decode()
-            cards.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(fig.title)}">'
-                f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}"
-                "</figcaption></figure>")
-        return (
-            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<title>landscaper report</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-            "figure{display:inline-block;width:48%;vertical-align:top;margin:0 1% 2em}"
-            "img{width:100%}table{border-collapse:collapse;font-size:0.9em}"
-            "th,td{border-bottom:1px solid #ddd;padding:2px 8px;text-align:left}"
-            "</style></head><body><h1>Loss landscape report</h1>"
-            "<p>Numbers first (all of them are in metrics.json), then figures with how to read "
-            "them.</p>"
-            f"<table>{rows}</table>{''.join(cards)}</body></html>")
+        summary = "".join(
+            f"<tr><th>{html.escape(h.label)}</th><td class='value'>{html.escape(h.text)}</td>"
+            f"<td>{html.escape(h.reading)}.</td></tr>" for h in headlines(self.metrics))
+        cards = "".join(_figure_html(self.out, fig) for fig in self.figures)
+        return _page("Loss landscape report",
+                     "<h2>Summary</h2><p>The headline numbers and what each says; every number "
+                     "is in metrics.json and in the table at the end.</p>"
+                     f"<table class='summary'>{summary}</table><h2>Figures</h2>{cards}"
+                     + _details("Settings and all metrics", self.metrics))
+
+
+def _figure_html(folder: Path, fig: ReportFigure, heading: str = "") -> str:
+    """A figure card with the PNG embedded as a data URI (the page needs no other file)."""
+    data = base64.b64encode((folder / f"{fig.name}.png").read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(fig.title)}">'
+            f"<figcaption><b>{html.escape(heading + fig.title)}.</b> "
+            f"{html.escape(fig.caption)}</figcaption></figure>")
+
+
+def _details(title: str, metrics: dict[str, Any]) -> str:
+    """Every metric in a collapsed table."""
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_short(v))}</td></tr>"
+                   for k, v in _flatten(metrics).items())
+    return f"<details><summary>{html.escape(title)}</summary><table>{rows}</table></details>"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<title>landscaper report</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "figure{display:inline-block;width:48%;vertical-align:top;margin:0 1% 2em}"
+        "img{width:100%}table{border-collapse:collapse;font-size:0.9em;margin-bottom:1em}"
+        "th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;"
+        "vertical-align:top}td.value{white-space:nowrap;font-variant-numeric:tabular-nums}"
+        "table.summary th{white-space:nowrap}details{margin:1em 0}"
+        "summary{cursor:pointer;font-weight:bold}"
+        f"</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def write_comparison(out: str | os.PathLike[str], reports: list[tuple[str, Report]]) -> Path:
+    """One page comparing two written reports side by side: their headline numbers with a
+    sentence on each difference, their figures in pairs, then each one's settings and metrics
+    (collapsed). ``metrics.json`` holds ``{"models": {name: metrics}, "comparison": [...]}``;
+    each report keeps its own folder."""
+    if len(reports) != 2:
+        raise ValueError(f"write_comparison compares two reports, got {len(reports)}")
+    out = Path(out)
+    (name_a, a), (name_b, b) = reports
+    rows = compare_headlines(a.metrics, b.metrics, (name_a, name_b))
+    table = "".join(
+        f"<tr><th>{html.escape(label)}</th>"
+        + "".join(f"<td class='value'>{html.escape(h.text if h else '—')}</td>" for h in (ha, hb))
+        + f"<td>{html.escape(diff)}.</td></tr>" for label, ha, hb, diff in rows)
+    readings = "".join(
+        f"<tr><th>{html.escape(label)}</th>"
+        + "".join(f"<td>{html.escape(h.reading + '.' if h else '—')}</td>" for h in (ha, hb))
+        + "</tr>" for label, ha, hb, _ in rows)
+    by_name = {fig.name: fig for fig in b.figures}
+    pairs = "".join(
+        f"<h3>{html.escape(fig.title)}</h3>" + _figure_html(a.out, fig, f"{name_a}: ")
+        + _figure_html(b.out, by_name[fig.name], f"{name_b}: ")
+        for fig in a.figures if fig.name in by_name)
+    body = ("<h2>Summary</h2><table class='summary'><tr><th></th>"
+            f"<th>{html.escape(name_a)}</th><th>{html.escape(name_b)}</th><th>difference</th>"
+            f"</tr>{table}</table><h2>What each number says</h2>"
+            "<table class='summary'><tr><th></th>"
+            f"<th>{html.escape(name_a)}</th><th>{html.escape(name_b)}</th></tr>{readings}</table>"
+            f"<h2>Figures, side by side</h2>{pairs}"
+            + "".join(_details(f"{name}: settings and all metrics", r.metrics)
+                      for name, r in reports))
+    write_json(out / "metrics.json", {
+        "models": {name: r.metrics for name, r in reports},
+        "folders": {name: str(r.out.relative_to(out)) if r.out.is_relative_to(out)
+                    else str(r.out) for name, r in reports},
+        "comparison": [{"headline": label, name_a: ha.value if ha else None,
+                        name_b: hb.value if hb else None, "difference": diff}
+                       for label, ha, hb, diff in rows]})
+    write_text(out / "index.html", _page(f"Loss landscapes: {name_a} and {name_b}", body))
+    logger.info("comparison report written to %s", out)
+    return out
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,14 +212,29 @@ def add_landscape(report: Report, land: Landscape) -> None:
         report.add_figure(land.plot_surface(), "surface", "Loss surface",
                           "The same slice as a surface: steep walls mean high curvature.")
     report.add_figure(land.show_merge_tree(), "merge_tree", "Merge tree",
-                      "Minima (bottom leaves) join at saddles as the loss level rises; more "
-                      "leaves and deeper branches mean a more rugged landscape.")
+                      "Minima (bottom leaves, labelled with loss and basin size) join at "
+                      "saddles (red, with their loss) as the loss level rises; more leaves and "
+                      "deeper branches mean a more rugged landscape.")
     report.add_figure(land.show_profile(log=log), "profile", "Topological landscape profile",
-                      "Basins drawn side by side with widths proportional to their volume and "
-                      "depths equal to their loss range (Geniesse et al.).")
+                      "Basins drawn as nested regions (Geniesse et al.): a basin's width at a "
+                      "loss level is the number of grid points of its part of the sublevel set, "
+                      "and basins that merge at a saddle hang side by side under it.")
     report.add_figure(land.show_persistence(), "persistence", "Persistence diagram",
                       "Each point is a basin born at its minimum and dying at the saddle where "
                       "it merges; points far above the diagonal are deep, separate basins.")
+    if max(land.shape) < 3:
+        return
+    try:
+        scale = land.scale_summary()
+    except ValueError as err:  # e.g. boxes with fewer than two finite losses
+        logger.warning("the report has no scale summary: %s", err)
+    else:
+        report.metrics["scale"] = scale.to_dict()
+        report.add_figure(scale.plot(plots.new_axes()), "scale", "Topology against scale",
+                          "Minima and SMAD of nested boxes around θ₀, from one grid point out "
+                          "to the whole grid; the dashed line marks the first box in which "
+                          "θ₀'s basin meets a saddle. Structure that appears only in the "
+                          "outer boxes lies far from the trained model.")
 
 
 def _theta0_sentence(land: Landscape) -> str:

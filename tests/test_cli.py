@@ -53,21 +53,36 @@ def factory_file(tmp_path):
     return path
 
 
-def test_demo_quick_writes_a_complete_report(tmp_path):
+def test_demo_quick_compares_a_pinn_that_fits_with_one_that_fails(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "-q"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) >= {"settings", "hessian", "landscape", "jump_retrain"}
-    assert finite_numbers(metrics["hessian"]) and finite_numbers(metrics["landscape"])
-    assert metrics["landscape"]["shape"] == [7, 7, 7]
-    assert metrics["jump_retrain"]["samples"] == 2 * 2 * 4
-    for name in ("spectrum", "landscape", "surface", "merge_tree", "profile", "persistence",
-                 "trajectories", "jr_persistence"):
-        assert (out / f"{name}.png").stat().st_size > 1000
+    assert list(metrics["models"]) == ["β = 1", "β = 30"]
+    minima = []
+    for i, (name, model) in enumerate(metrics["models"].items()):
+        assert set(model) >= {"settings", "hessian", "landscape", "scale", "jump_retrain"}
+        assert finite_numbers(model["hessian"]) and finite_numbers(model["landscape"])
+        assert model["landscape"]["shape"] == [7, 7, 7]
+        assert model["settings"]["extent"] == "auto" and model["settings"]["extent_factor"] == 100
+        assert model["jump_retrain"]["samples"] == 2 * 2 * 4
+        folder = out / metrics["folders"][name]
+        assert folder == out / f"model_{i + 1}"
+        land = Landscape.load(folder / "landscape.npz")
+        assert land.smad() == pytest.approx(model["landscape"]["smad"])
+        assert land.metadata["extent_auto"]["target"] == pytest.approx(
+            100 * land.loss_at_theta0, rel=1e-6)
+        minima.append(model["landscape"]["minima"])
+        for fig in ("spectrum", "landscape", "surface", "merge_tree", "profile", "persistence",
+                    "scale", "trajectories", "jr_persistence"):
+            assert (folder / f"{fig}.png").stat().st_size > 1000
+    assert max(minima) >= 2  # the failing PINN's landscape has structure to show
+    rows = {row["headline"]: row for row in metrics["comparison"]}
+    assert rows["minima on the grid"]["β = 30"] == minima[1]
+    assert rows["top Hessian eigenvalue"]["β = 30"] > rows["top Hessian eigenvalue"]["β = 1"]
     page = (out / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == 8 and "http" not in page
-    land = Landscape.load(out / "landscape.npz")
-    assert land.smad() == pytest.approx(metrics["landscape"]["smad"])
+    assert page.count("data:image/png;base64,") == 2 * 9 and "http" not in page
+    assert page.index("Summary") < page.index("<details>")  # headlines first, settings last
+    assert "settings and all metrics" in page
 
 
 def test_analyze_report_and_compare(tmp_path, factory_file, capsys):

@@ -392,8 +392,10 @@ def test_torchrun_analyze_shards_the_grid_and_rank0_writes(tmp_path, one_thread)
 
     factory = tmp_path / "user_model.py"
     factory.write_text(FACTORY)
+    # a fixed extent: the 1-D scans of --extent auto are sharded too and would log their own
+    # chunk shares
     args = ["analyze", "--model", f"{factory}:make_model", "--dims", "2", "--steps", "25",
-            "--jr-seeds", "0", "-k", "2"]
+            "--jr-seeds", "0", "-k", "2", "--extent", "0.05"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

@@ -45,7 +45,7 @@ def test_report_renders_every_image_without_console_errors(tmp_path):
     assert found, proc.stderr[-2000:]
     result = json.loads(found.group(1).replace("&quot;", '"'))
     assert result["title"] == "landscaper report"
-    assert len(result["images"]) == 5
+    assert len(result["images"]) == 6
     assert all(complete and width > 0 for complete, width in result["images"])
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "rror" in line or "Uncaught" in line], console

@@ -346,3 +346,36 @@ def train_pinn(
     logger.info("beta=%g: trained %d %s epochs in %.1f s, loss %.3g, relative L2 error %.3g",
                 problem.beta, epochs, optimizer, info["seconds"], final, info["relative_l2"])
     return model, info
+
+
+@dataclass(frozen=True)
+class TrainedPINN:
+    """A convection PINN trained for the demo: what `landscaper.pipeline.run_analysis` needs
+    (model, batch, ``batch_loss``, J&R's optimiser) and how well it fits."""
+
+    name: str
+    model: nn.Module
+    batch: dict[str, torch.Tensor]
+    batch_loss: Callable[..., torch.Tensor]
+    optimizer_factory: Callable[..., torch.optim.Optimizer]
+    info: dict[str, Any]
+
+
+def demo_pair(quick: bool = False, betas: Sequence[float] = (1.0, 30.0)
+              ) -> list[TrainedPINN]:
+    """Two convection PINNs with the same network, points and training budget, one at an easy
+    β (it fits: relative L2 error about 0.02) and one at a hard β (it fails: about 1.0), as
+    in Krishnapriyan et al.: the demo's pair whose landscapes differ.
+
+    Full: a 3×32 tanh MLP, 1,000 collocation points, 1,500 Adam steps (lr 2e-3, about 5 s
+    each on 2 cores); ``quick``: 500 points and 300 steps.
+    """
+    pair = []
+    for beta in betas:
+        problem = ConvectionProblem(beta, n_collocation=500 if quick else 1000, seed=0)
+        model, info = train_pinn(make_mlp(width=32, depth=3, seed=0), problem,
+                                 epochs=300 if quick else 1500, lr=2e-3, seed=0)
+        pair.append(TrainedPINN(
+            f"β = {beta:g}", model, problem.batch(), convection_loss(beta),
+            lambda ps: torch.optim.Adam(ps, lr=2e-3), info))
+    return pair
