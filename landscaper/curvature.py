@@ -26,8 +26,8 @@ import torch
 from torch.func import grad, jvp, vjp, vmap
 
 from ._utils import parse_choice
-from .objective import Objective, ParameterLayout
-from .operators import SymmetricOperator
+from .objective import Objective
+from .operators import ObjectiveOperator
 
 
 class Curvature(str, Enum):
@@ -57,7 +57,7 @@ def _supervised_batches(objective: Objective, what: str) -> list[tuple[Any, ...]
     return [tuple(b) for b in objective.batches]
 
 
-class _OutputCurvature(SymmetricOperator):
+class _OutputCurvature(ObjectiveOperator):
     """What the GGN and the Fisher share: an objective's batches, point, dtype and layout."""
 
     what = "curvature"
@@ -70,20 +70,6 @@ class _OutputCurvature(SymmetricOperator):
         self.shape = (objective.num_params, objective.num_params)
         self.dtype, self.device = self.theta.dtype, self.theta.device
         self.n_hvp = 0
-
-    @property
-    def layout(self) -> ParameterLayout:
-        """How flat vectors split into the objective's parameters."""
-        return self.objective.layout
-
-    @property
-    def memory_budget(self) -> int:
-        """The objective's memory budget (for the Krylov basis)."""
-        return self.objective.memory_budget
-
-    def lockstep(self, values: torch.Tensor) -> torch.Tensor:
-        """The numbers every process decides on (see `Objective.lockstep`)."""
-        return self.objective.lockstep(values)
 
     def _outputs(self, inputs: tuple[Any, ...]) -> Any:
         objective = self.objective

@@ -21,8 +21,8 @@ import logging
 
 import torch
 
-from .objective import Objective, ParameterLayout
-from .operators import SymmetricOperator
+from .objective import Objective
+from .operators import ObjectiveOperator
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 _WARN_ERROR = 1e-2
 
 
-class FiniteDifferenceHessian(SymmetricOperator):
+class FiniteDifferenceHessian(ObjectiveOperator):
     """The Hessian of an objective at θ by central differences of its gradient.
 
     Args:
@@ -80,20 +80,6 @@ class FiniteDifferenceHessian(SymmetricOperator):
         self.n_hvp = 0
         self.n_gradients = 0
         self.relative_error: float | None = None
-
-    @property
-    def layout(self) -> ParameterLayout:
-        """How flat vectors split into the objective's parameters."""
-        return self.objective.layout
-
-    @property
-    def memory_budget(self) -> int:
-        """The objective's memory budget (for the Krylov basis)."""
-        return self.objective.memory_budget
-
-    def lockstep(self, values: torch.Tensor) -> torch.Tensor:
-        """As the objective decides (one decision across the processes running it)."""
-        return self.objective.lockstep(values)
 
     def _difference(self, direction: torch.Tensor, step: float) -> torch.Tensor:
         gradient = self.objective.gradient

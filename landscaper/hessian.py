@@ -25,7 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ._utils import check_count, format_bytes, parse_bytes, parse_choice
 from .curvature import Curvature, FisherOperator, GGNOperator, parse_curvature
 from .objective import Objective, ParameterLayout
-from .operators import DenseOperator, SymmetricOperator, WrappedOperator
+from .operators import DenseOperator, ObjectiveOperator, SymmetricOperator, WrappedOperator
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _refuse_once_differentiable(loss: torch.Tensor) -> None:
             f"with params=[...], or{_DIFFERENCES_HINT}")
 
 
-class HessianOperator(SymmetricOperator):
+class HessianOperator(ObjectiveOperator):
     """The Hessian of an objective at θ as a linear operator over flat vectors.
 
     Args:
@@ -182,21 +182,6 @@ class HessianOperator(SymmetricOperator):
         out = obj.reduce_mean(obj.together(lambda: self._local_matvec(v)))
         self.n_hvp += 1
         return out
-
-    def lockstep(self, values: torch.Tensor) -> torch.Tensor:
-        """The numbers every process running this operator decides on (see
-        `Objective.lockstep`)."""
-        return self.objective.lockstep(values)
-
-    @property
-    def layout(self) -> ParameterLayout:
-        """How flat vectors split into the objective's parameters."""
-        return self.objective.layout
-
-    @property
-    def memory_budget(self) -> int:
-        """The objective's memory budget (for the Krylov basis)."""
-        return self.objective.memory_budget
 
     def _local_matvec(self, v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(self.theta)

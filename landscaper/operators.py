@@ -10,11 +10,14 @@ with a ``matvec``/``matmat``/``@`` product and a square ``shape``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse.linalg
 import torch
+
+if TYPE_CHECKING:
+    from .objective import Objective, ParameterLayout
 
 #: Dense matrices whose asymmetry ‖A − Aᵀ‖_max exceeds this many machine epsilons times
 #: ‖A‖_max are refused (curvature matrices are symmetric; an asymmetric one is a mistake).
@@ -72,6 +75,28 @@ def _square_shape(shape: Any, what: str) -> tuple[int, int]:
     if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 1:
         raise ValueError(f"{what} must be square (P, P), got shape {shape}")
     return shape  # type: ignore[return-value]
+
+
+class ObjectiveOperator(SymmetricOperator):
+    """A curvature operator of an `Objective` (``self.objective``): its parameter layout,
+    memory budget and cross-process decisions are the objective's."""
+
+    objective: Objective
+
+    @property
+    def layout(self) -> ParameterLayout:
+        """How flat vectors split into the objective's parameters."""
+        return self.objective.layout
+
+    @property
+    def memory_budget(self) -> int:
+        """The objective's memory budget (for the Krylov basis)."""
+        return self.objective.memory_budget
+
+    def lockstep(self, values: torch.Tensor) -> torch.Tensor:
+        """The numbers every process running this operator decides on (see
+        `Objective.lockstep`)."""
+        return self.objective.lockstep(values)
 
 
 class DenseOperator(SymmetricOperator):
