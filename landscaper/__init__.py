@@ -20,7 +20,7 @@ from .layers import layer_spectra
 from .objective import Objective
 
 try:
-    __version__ = version("landscaper")
+    __version__ = version("landscaper-tda")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 

@@ -405,8 +405,9 @@ def _load_hf(directory: str) -> Any:
     try:
         import transformers
     except ImportError as err:
-        raise UsageError('--hf needs the transformers package: pip install "landscaper[hf]"'
-                         ) from err
+        raise UsageError('--hf needs the transformers package: pip install '
+                         '"transformers>=4.40" "accelerate>=1.1" (in a checkout of landscaper: '
+                         'pip install -e ".[hf]")') from err
     try:
         config = transformers.AutoConfig.from_pretrained(path)
         name = (config.architectures or ["AutoModel"])[0]

@@ -11,7 +11,7 @@ PHATE diffusion-potential distances. Parameter vectors can be far too large to h
   ``mds_dist="cosine"``; returns the diffusion potential and its Euclidean distances too;
 * `pca_embedding`: the linear baseline, from the streamed centred Gram matrix.
 
-``phate`` is GPL-2 and therefore an optional extra (``pip install "landscaper[phate]"``); it is
+``phate`` is GPL-2 and therefore an optional extra (``pip install phate``); it is
 imported only when `phate_embedding` runs.
 """
 
@@ -220,7 +220,7 @@ def _import_phate() -> Any:
     except ImportError as exc:
         raise ImportError(
             "phate_embedding needs the optional 'phate' package (GPL-2, not installed by "
-            'default); install it with: pip install "landscaper[phate]"'
+            'default); install it with: pip install phate'
         ) from exc
 
 
@@ -315,7 +315,7 @@ def phate_embedding(
     INFO line with the seconds of each stage. Deterministic for a fixed ``seed``.
 
     Raises:
-        ImportError: phate is not installed (``pip install "landscaper[phate]"``).
+        ImportError: phate is not installed (``pip install phate``).
         ValueError: fewer than ``knn + 2`` samples, zero-norm samples, a bad distance matrix.
     """
     if precomputed:

@@ -71,7 +71,7 @@ def _check_settings(settings: dict[str, Any]) -> None:
         raise ValueError(f"embedding must be 'phate' or 'pca', got {embedding!r}")
     if embedding == "phate" and importlib.util.find_spec("phate") is None:
         raise ImportError('embedding="phate" needs the phate package (GPL-2): pip install '
-                          '"landscaper[phate]", or pass embedding="pca"')
+                          'phate, or pass embedding="pca"')
     if not isinstance(settings["fill_triangles"], bool):
         raise TypeError(f"fill_triangles must be True or False, got "
                         f"{settings['fill_triangles']!r}")

@@ -163,7 +163,7 @@ def test_sdpa_attention_model_needs_no_eager_reload():
 
 def test_missing_transformers_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ImportError, match=r'pip install "landscaper\[hf\]"'):
+    with pytest.raises(ImportError, match=r'pip install "transformers>=4.40"'):
         hf._build_callback_class()
 
 

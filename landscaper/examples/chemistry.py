@@ -16,7 +16,7 @@ does on new chemistry?" and what no maintained, light library offers in one plac
   dense graphs, so one batch is an ordinary ``(x, adjacency, y)`` tuple and every part of
   landscaper (vmap over parameter vectors, checkpoints, devices) applies unchanged.
 
-RDKit is needed for featurisation (``pip install 'landscaper[chem]'``). Training and error
+RDKit is needed for featurisation (``pip install rdkit``). Training and error
 metrics for these regressors: `landscaper.examples.training` (`train_regressor`,
 `regression_errors`).
 """
@@ -70,7 +70,7 @@ def _rdkit() -> Any:
     try:
         from rdkit import Chem, RDLogger
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("chemistry featurisation needs RDKit: pip install 'landscaper[chem]'"
+        raise ImportError("chemistry featurisation needs RDKit: pip install rdkit"
                           ) from err
     RDLogger.DisableLog("rdApp.*")
     return Chem

@@ -16,7 +16,7 @@ def digits_data(
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("the digits data needs scikit-learn: pip install 'landscaper[demo]'"
+        raise ImportError("the digits data needs scikit-learn: pip install scikit-learn"
                           ) from err
     digits = load_digits()
     x = torch.tensor(digits.data / 16.0, dtype=dtype)

@@ -18,7 +18,7 @@ have on CPU; Hessian-vector products therefore run PyTorch's math attention kern
 ``attn_implementation="sdpa"`` need no reload with eager attention.
 
 ``transformers`` is imported only when `LandscapeCallback` is first used
-(``pip install "landscaper[hf]"``).
+(``pip install transformers accelerate``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ __all__ = ["LandscapeCallback", "MeanPoolClassifier", "hf_landscape"]  # noqa: F
 #: `Objective` keyword arguments accepted by `hf_landscape` (the rest go to `Landscape.compute`).
 _OBJECTIVE_KWARGS = ("batch_loss", "allow_train_mode")
 
-_INSTALL_HINT = 'pip install "landscaper[hf]"'
+_INSTALL_HINT = 'pip install "transformers>=4.40" "accelerate>=1.1"'
 
 
 def _require_transformers() -> Any:
