@@ -521,9 +521,11 @@ class Landscape:
         """Draw the topological landscape profile; returns the Axes."""
         return topology.plot_profile(self.profile(connectivity), ax=ax, log=log)
 
-    def show_merge_tree(self, ax: Any = None, *, connectivity: str = "full") -> Any:
-        """Draw the sublevel merge tree; returns the Axes."""
-        return topology.plot_merge_tree(self.merge_tree(connectivity=connectivity), ax=ax)
+    def show_merge_tree(self, ax: Any = None, *, connectivity: str = "full",
+                        log: bool = False) -> Any:
+        """Draw the sublevel merge tree (``log``: values on a log scale); returns the Axes."""
+        return topology.plot_merge_tree(self.merge_tree(connectivity=connectivity), ax=ax,
+                                        log=log)
 
     def show_persistence(self, ax: Any = None, *, barcode: bool = False,
                          connectivity: str = "full") -> Any:

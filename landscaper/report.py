@@ -211,7 +211,9 @@ def add_landscape(report: Report, land: Landscape) -> None:
                           f"{others}; + marks the trained parameters; {where}")
         report.add_figure(land.plot_surface(), "surface", "Loss surface",
                           "The same slice as a surface: steep walls mean high curvature.")
-    report.add_figure(land.show_merge_tree(), "merge_tree", "Merge tree",
+    finite = land.loss[np.isfinite(land.loss)]
+    decades = log and finite.size and float(finite.max() / finite.min()) > 100
+    report.add_figure(land.show_merge_tree(log=bool(decades)), "merge_tree", "Merge tree",
                       "Minima (bottom leaves, labelled with loss and basin size) join at "
                       "saddles (red, with their loss) as the loss level rises; more leaves and "
                       "deeper branches mean a more rugged landscape.")

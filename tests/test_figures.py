@@ -113,6 +113,20 @@ def test_merge_tree_labels_minima_and_saddle():
     assert not plot_merge_tree(tree, n_labels=0).texts
 
 
+def test_merge_tree_on_a_log_scale_keeps_the_values_in_its_labels():
+    values = 10.0 ** _two_wells_2d()  # minima 1 and 10**0.5, saddle 10**1.21
+    ax = _drawn(plot_merge_tree(merge_tree(values), log=True))
+    first_lines = sorted(t.get_text().split("\n")[0] for t in ax.texts)
+    assert first_lines == ["1", "16.2", "3.16"]
+    heights = sorted(t.xy[1] for t in ax.texts)  # drawn at log10 of the values
+    assert heights == pytest.approx([0.0, 0.5, 1.21])
+    ticks = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert ticks and all(float(t) > 0 and np.log10(float(t)).is_integer() for t in ticks)
+    # a value <= 0 keeps the linear scale
+    linear = _drawn(plot_merge_tree(merge_tree(_two_wells_2d()), log=True))
+    assert linear.get_ylabel() == "value"
+
+
 def test_merge_tree_labels_only_the_most_persistent():
     rng = np.random.default_rng(3)
     f = _two_wells_2d() + 0.05 * rng.standard_normal((41, 21))

@@ -146,14 +146,16 @@ def _share(count: int, total: int) -> str:
 _CHAR_PT, _LINE_PT = 4.2, 8.5
 
 
-def _label_tree(ax: Axes, tree: MergeTree, x: np.ndarray, y: np.ndarray, n_labels: int) -> None:
-    """Label the ``n_labels`` most persistent leaves and their saddles, skipping any label
-    whose (estimated) box would overlap one placed before; sets the limits to make room."""
+def _label_tree(ax: Axes, tree: MergeTree, x: np.ndarray, y: np.ndarray, n_labels: int,
+                values: np.ndarray) -> None:
+    """Label the ``n_labels`` most persistent leaves and their saddles with ``values``, at
+    their drawn heights ``y``, skipping any label whose (estimated) box would overlap one
+    placed before; sets the limits to make room."""
     shown = _persistence_order(tree)[: max(int(n_labels), 0)]
     if not shown.size:
         return
     deaths = tree.death[shown]
-    fmt = _distinct_format(np.concatenate([y[shown], y[deaths[deaths >= 0]]]))
+    fmt = _distinct_format(np.concatenate([values[shown], values[deaths[deaths >= 0]]]))
     down = tree.kind == "sublevel"  # minima at the bottom: their labels go below them
     lo, hi = float(y.min()), float(y.max())
     span = hi - lo if hi > lo else 1.0
@@ -194,7 +196,7 @@ def _label_tree(ax: Axes, tree: MergeTree, x: np.ndarray, y: np.ndarray, n_label
     for leaf in shown.tolist():
         volume = int(tree.volumes[leaf])
         unit = "pt" if volume == 1 else "pts"
-        text = f"{y[leaf]:{fmt}}\n{volume} {unit} ({_share(volume, tree.n_points)})"
+        text = f"{values[leaf]:{fmt}}\n{volume} {unit} ({_share(volume, tree.n_points)})"
         w, h = _CHAR_PT * max(map(len, text.split("\n"))), 2 * _LINE_PT
         px, py = points(leaf)
         rows = [4 + (h + 2) * row for row in range(2)]
@@ -204,7 +206,7 @@ def _label_tree(ax: Axes, tree: MergeTree, x: np.ndarray, y: np.ndarray, n_label
         s = int(tree.death[leaf])
         if s >= 0 and s not in saddles:
             saddles.add(s)
-            text = f"{y[s]:{fmt}}"
+            text = f"{values[s]:{fmt}}"
             px, py = points(s)
             w = _CHAR_PT * len(text)
             if down:
@@ -216,7 +218,8 @@ def _label_tree(ax: Axes, tree: MergeTree, x: np.ndarray, y: np.ndarray, n_label
             place(s, text, boxes, ha="center", color="C3")
 
 
-def plot_merge_tree(tree: MergeTree, ax: Axes | None = None, *, n_labels: int = 6) -> Axes:
+def plot_merge_tree(tree: MergeTree, ax: Axes | None = None, *, n_labels: int = 6,
+                    log: bool = False) -> Axes:
     """Draw a merge tree: nodes at their values, leaves spread along x, edges child -> parent.
 
     The ``n_labels`` most persistent minima (the essential ones first) are labelled with their
@@ -230,6 +233,8 @@ def plot_merge_tree(tree: MergeTree, ax: Axes | None = None, *, n_labels: int = 
         tree: The merge tree.
         ax: Axes to draw on (a new Figure's Axes if None).
         n_labels: How many minima (and their saddles) to label; 0 for none.
+        log: Draw values on a log scale (when every finite value is positive; otherwise
+            linear), for losses that span decades.
 
     Returns:
         The Axes.
@@ -245,6 +250,10 @@ def plot_merge_tree(tree: MergeTree, ax: Axes | None = None, *, n_labels: int = 
     y = tree.node_value.astype(float) + 0.0  # no -0 labels
     lo, hi = tree.value_range
     y = np.where(np.isfinite(y), y, hi)
+    values = y
+    log = bool(log and lo > 0)
+    if log:  # drawn at log10 heights so that the label layout stays linear
+        y = np.log10(y)
     segments = [[x[c], x[c], x[p], np.nan] for c, p in tree.edges.tolist()]
     levels = [[y[c], y[p], y[p], np.nan] for c, p in tree.edges.tolist()]
     if segments:
@@ -256,9 +265,15 @@ def plot_merge_tree(tree: MergeTree, ax: Axes | None = None, *, n_labels: int = 
     ):
         sel = tree.node_kind == code
         ax.plot(x[sel], y[sel], marker, color=col, ms=4, ls="none")
-    _label_tree(ax, tree, x, y, n_labels)
+    _label_tree(ax, tree, x, y, n_labels, values)
     ax.set_xlabel("cumulative basin volume (points)")
     ax.set_ylabel("value")
+    if log:
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{10 ** v:g}"))
+        ax.set_ylabel("value (log scale)")
     return ax
 
 
