@@ -132,3 +132,22 @@ def test_hessian_directions_on_an_mlp_reach_the_target_at_the_axis_ends():
         assert far[-1] == pytest.approx(record["target"], rel=2e-2)
         assert max(line[0], line[-1]) >= record["target"] * 0.98
         assert np.all(far[:-1] < record["target"])  # the first crossing, not a later one
+
+
+def test_the_scan_evaluates_both_sides_in_two_calls_per_direction():
+    from landscaper.directions import Directions
+    from landscaper.grid import scan_extent
+    from landscaper.grid.axes import ExtentUnit
+
+    calls = []
+
+    def evaluate(direction, axis):  # L(a·d) = 0.1 + a² for a > 0, 0.1 + 4a² below
+        calls.append(axis.copy())
+        assert np.all(np.diff(axis) > 0)
+        return 0.1 + np.where(axis > 0, axis ** 2, 4 * axis ** 2)
+
+    dirs = Directions(torch.eye(2, dtype=torch.float64), "user")
+    extent, record = scan_extent(evaluate, dirs, AutoExtent(symmetric=False), 0.1,
+                                 ExtentUnit.ABSOLUTE, 1.0)
+    assert len(calls) == 4 and record["evaluations"] == 2 * (2 * 24 + 2 * 8)
+    assert extent[0] == pytest.approx((-np.sqrt(0.9) / 2, np.sqrt(0.9)), rel=1e-3)

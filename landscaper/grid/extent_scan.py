@@ -6,9 +6,9 @@ compared. `AutoExtent` instead chooses each axis' half-width as the distance at 
 first reaches a stated rise above θ₀'s loss, along that axis' direction in both signs. Grids
 of different models made with the same rule then span the same rise of the loss.
 
-The scan costs two short 1-D grids per direction (``2·scan_points`` geometric distances, then
-``2·refine_points`` inside each bracket), evaluated like any grid (batched, frozen prefix
-reused), and its result is recorded in the landscape's metadata.
+The scan costs two short 1-D grids per direction, both signs together (``2·scan_points``
+geometric distances, then ``2·refine_points`` inside the brackets), evaluated like any grid
+(batched, frozen prefix reused), and its result is recorded in the landscape's metadata.
 """
 
 from __future__ import annotations
@@ -135,31 +135,55 @@ def _first_crossing(values: np.ndarray, target: float) -> int | None:
     return int(np.argmax(hit)) if hit.any() else None
 
 
-def _side(evaluate: Evaluate, direction: Directions, sign: float, distances: np.ndarray,
-          loss0: float, target: float, refine_points: int) -> tuple[float, bool, int]:
-    """(distance where the loss first reaches the target along ``sign``·d, whether it did,
-    points evaluated); ``distances`` are increasing multipliers of d."""
+def _both_sides(evaluate: Evaluate, direction: Directions
+                ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A function evaluating increasing multipliers along −d and +d in one 1-D grid, returning
+    each side's losses nearest first."""
 
-    def losses(coefficients: np.ndarray) -> np.ndarray:
-        axis = np.sort(sign * coefficients)
+    def losses(negative: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        axis = np.concatenate([-negative[::-1], positive])
         values = evaluate(direction, axis)
-        return values if sign > 0 else values[::-1]
+        return values[:negative.size][::-1], values[negative.size:]
 
-    values = losses(distances)
-    hit = _first_crossing(values, target)
-    if hit is None:
-        return float(distances[-1]), False, distances.size
-    low, low_value = (0.0, loss0) if hit == 0 else (float(distances[hit - 1]),
-                                                    float(values[hit - 1]))
-    inner = np.linspace(low, float(distances[hit]), refine_points + 2)[1:-1]
-    inner_values = losses(inner)
-    fine = np.concatenate([[low], inner, [distances[hit]]])
-    fine_values = np.concatenate([[low_value], inner_values, [values[hit]]])
+    return losses
+
+
+def _refined(bracket: tuple[float, float, float, float], inner: np.ndarray,
+             inner_values: np.ndarray, target: float) -> float:
+    """The crossing inside ``bracket = (low, high, loss at low, loss at high)`` from the loss
+    at the evenly spaced ``inner`` points, linearly interpolated in its last sub-bracket."""
+    low, high, low_value, high_value = bracket
+    fine = np.concatenate([[low], inner, [high]])
+    fine_values = np.concatenate([[low_value], inner_values, [high_value]])
     j = _first_crossing(fine_values[1:], target) + 1  # the bracket's top end always crosses
     a, b, va, vb = fine[j - 1], fine[j], fine_values[j - 1], fine_values[j]
-    if np.isfinite(vb) and vb > va:  # linear interpolation inside the last sub-bracket
+    if np.isfinite(vb) and vb > va:
         b = a + (b - a) * (target - va) / (vb - va)
-    return float(b), True, distances.size + inner.size
+    return float(b)
+
+
+def _sides(evaluate: Evaluate, direction: Directions, distances: np.ndarray, loss0: float,
+           target: float, refine_points: int) -> tuple[list[tuple[float, bool]], int]:
+    """For −d and +d: (multiplier where the loss first reaches the target, whether it did),
+    and the points evaluated; ``distances`` are increasing multipliers of d."""
+    losses = _both_sides(evaluate, direction)
+    scans = losses(distances, distances)
+    brackets, results = [], []
+    for values in scans:
+        hit = _first_crossing(values, target)
+        if hit is None:
+            brackets.append(None)
+            continue
+        low, low_value = (0.0, loss0) if hit == 0 else (float(distances[hit - 1]),
+                                                        float(values[hit - 1]))
+        brackets.append((low, float(distances[hit]), low_value, float(values[hit])))
+    inner = [np.linspace(b[0], b[1], refine_points + 2)[1:-1] if b else np.empty(0)
+             for b in brackets]
+    refined = losses(*inner) if any(b is not None for b in brackets) else (None, None)
+    for bracket, points, values in zip(brackets, inner, refined, strict=True):
+        results.append((float(distances[-1]), False) if bracket is None else
+                       (_refined(bracket, points, values, target), True))
+    return results, 2 * distances.size + sum(p.size for p in inner)
 
 
 def scan_extent(evaluate: Evaluate, directions: Directions, rule: AutoExtent, loss0: float,
@@ -187,13 +211,9 @@ def scan_extent(evaluate: Evaluate, directions: Directions, rule: AutoExtent, lo
     for i, norm in enumerate(norms):
         scale = theta0_norm / norm if unit is ExtentUnit.RELATIVE else 1.0  # unit -> multiplier
         one = Directions(directions.vectors[i:i + 1], directions.kind)
-        sides = []
-        for sign in (-1.0, 1.0):
-            reach, reached, n = _side(evaluate, one, sign, ladder * scale, loss0, target,
-                                      rule.refine_points)
-            sides.append((reach / scale, reached))
-            evaluations += n
-        (neg, neg_hit), (pos, pos_hit) = sides
+        sides, n = _sides(evaluate, one, ladder * scale, loss0, target, rule.refine_points)
+        evaluations += n
+        (neg, neg_hit), (pos, pos_hit) = ((reach / scale, hit) for reach, hit in sides)
         extent.append(max(neg, pos) if rule.symmetric else (-neg, pos))
         axes_record.append({"negative": neg, "positive": pos, "reached": [neg_hit, pos_hit]})
     missed = [i for i, a in enumerate(axes_record) if not all(a["reached"])]
