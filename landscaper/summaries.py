@@ -104,9 +104,9 @@ def shape(land: Landscape) -> list[int]:
     return list(land.shape)
 
 
-@register("extent")
+@register("extent", history=True)
 def extent(land: Landscape) -> Any:
-    """Half-width (or ranges) of the axes as requested."""
+    """Half-width (or ranges) of the axes as used (an automatic extent: as its scans chose)."""
     return land.metadata.get("extent")
 
 
@@ -152,6 +152,31 @@ def nonfinite(land: Landscape) -> Any:
 def minima(land: Landscape) -> int:
     """Number of local minima (leaves of the sublevel merge tree, full connectivity)."""
     return int(land.merge_tree().n_minima)
+
+
+@register("minima_by_radius", report=False, history=True)
+def minima_by_radius(land: Landscape) -> list[int] | None:
+    """Local minima in each nested box around θ₀, radius 1, 2, … grid steps (see
+    `Landscape.scale_summary`); None for grids too small or too non-finite for it."""
+    summary = _scale(land)
+    return None if summary is None else [int(m) for m in summary.n_minima]
+
+
+@register("saddle_radius", compare=True, history=True)
+def saddle_radius(land: Landscape) -> int | None:
+    """Grid steps from θ₀ to the first box in which θ₀'s basin meets a saddle (None: never,
+    or no scale summary)."""
+    summary = _scale(land)
+    return None if summary is None else summary.saddle_radius
+
+
+def _scale(land: Landscape) -> Any:
+    if max(land.shape) < 3:
+        return None
+    try:
+        return land.scale_summary()
+    except ValueError:  # boxes with fewer than two finite values
+        return None
 
 
 @register("smad", compare=True, history=True)

@@ -71,10 +71,11 @@ def test_a_summary_registered_once_appears_everywhere(tmp_path, capsys, loss_ran
 
 
 def test_the_targets_keep_their_rows():
-    assert summaries.names("compare") == ["shape", "loss_min", "loss_max", "minima", "smad",
-                                          "smad_normalized", "total_persistence_d0",
-                                          "eigenvalues_of_axes"]
-    assert summaries.names("history") == ["minima", "smad", "smad_normalized"]
+    assert summaries.names("compare") == ["shape", "loss_min", "loss_max", "minima",
+                                          "saddle_radius", "smad", "smad_normalized",
+                                          "total_persistence_d0", "eigenvalues_of_axes"]
+    assert summaries.names("history") == ["extent", "minima", "minima_by_radius",
+                                          "saddle_radius", "smad", "smad_normalized"]
     assert list(landscape_metrics(two_wells())) == summaries.names("report")
 
 
@@ -82,6 +83,10 @@ def test_built_in_values_equal_independent_references():
     land = two_wells()
     values = summaries.summarize(land)
     assert values["minima"] == 2 and len(land.minima()) == 2
+    # θ₀ = (0, 0) is the saddle: every box around it falls off towards x = ±r up to the wells
+    # at x = ±1 (10 steps), so each holds two minima that merge on the ridge through θ₀
+    history = summaries.summarize(land, "history")
+    assert history["minima_by_radius"] == [2] * 20 and history["saddle_radius"] == 1
     assert values["shape"] == [41, 41] and values["loss_min"] == pytest.approx(0.0)
     assert values["loss_max"] == pytest.approx(9 + 4)
     # D0 diagram by hand: the two wells are born at 0, one dies at the saddle (0, 0) of

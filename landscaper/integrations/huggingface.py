@@ -207,7 +207,8 @@ class _LandscapeCallbackImpl:
         loss_fn: ``loss_fn(outputs, batch)``; None takes ``outputs.loss``.
         k: number of top eigenvalues recorded.
         dims, grid_steps, extent, extent_unit: the landscape (default 2-D, 11×11, ±1% of
-            ‖θ‖ along the top-``dims`` Hessian eigenvectors).
+            ‖θ‖ along the top-``dims`` Hessian eigenvectors; ``extent="auto"`` or an
+            `AutoExtent` rescans at every measurement).
         seed: Lanczos start-vector seed (a private generator; the global RNG is not touched).
         json_path: when set, the history is rewritten there (atomically) after every
             measurement.
@@ -217,6 +218,8 @@ class _LandscapeCallbackImpl:
     Attributes:
         history: one dict per measurement: ``step``, ``epoch``, ``eigenvalues`` (top-k,
             descending), ``smad``, ``smad_normalized``, ``minima`` (number of local minima),
+            ``minima_by_radius`` and ``saddle_radius`` (the scale summary around θ), ``extent``
+            (as used: with ``extent="auto"``, as chosen at that step),
             ``loss`` (at the current parameters), ``num_params``, ``n_hvp`` and ``seconds``.
     """
 
@@ -231,7 +234,7 @@ class _LandscapeCallbackImpl:
         k: int = 1,
         dims: int = 2,
         grid_steps: int = 11,
-        extent: float = 0.01,
+        extent: Any = 0.01,
         extent_unit: str = "relative",
         seed: int = 0,
         json_path: str | os.PathLike[str] | None = None,
