@@ -128,8 +128,8 @@ def _checked_theta0_norm(objective: Objective, unit: ExtentUnit) -> float:
 
 
 def _scanned_request(objective: Objective, dirs: Directions, request: GridRequest,
-                     theta_norm: float, executor: Any, execution: Execution
-                     ) -> tuple[GridRequest, dict[str, Any]]:
+                     theta_norm: float, executor: Any, execution: Execution,
+                     loss0: float) -> tuple[GridRequest, dict[str, Any]]:
     """``request`` with its automatic extent replaced by the ranges its 1-D scans chose, and
     the scan's record (evaluated like the grid, without checkpoint or progress bar)."""
     quiet = replace(execution, checkpoint=None, progress=False)
@@ -137,8 +137,8 @@ def _scanned_request(objective: Objective, dirs: Directions, request: GridReques
     def evaluate(direction: Directions, axis: np.ndarray) -> np.ndarray:
         return executor.run(objective, GridSpec.from_axes(direction, [axis]), quiet)
 
-    extent, record = scan_extent(evaluate, dirs, request.auto, loss_at_theta0(objective),
-                                 request.unit, theta_norm)
+    extent, record = scan_extent(evaluate, dirs, request.auto, loss0, request.unit,
+                                 theta_norm)
     return replace(request, extent=extent), record
 
 
@@ -275,6 +275,10 @@ class Landscape:
         objective = cls._objective(model, data, loss_fn, objective, execution, objective_kwargs)
         watch = Stopwatch()
         require_all_data(objective)  # before any Hessian work
+        loss0 = None
+        if request.auto is not None:  # its target needs θ₀'s loss: refused now if it has none
+            loss0 = loss_at_theta0(objective)
+            request.auto.target(loss0)
         given = None
         if isinstance(directions, str):
             check_direction_count(k, objective, NAMED_DIRECTIONS[directions].label)
@@ -294,7 +298,7 @@ class Landscape:
         if request.auto is not None:
             watch = Stopwatch()
             request, scanned = _scanned_request(objective, dirs, request, theta_norm,
-                                                executor, execution)
+                                                executor, execution, loss0)
             timings["extent_scan_s"] = watch.seconds
         spec = GridSpec.build(dirs, request, theta_norm)
         watch = Stopwatch()

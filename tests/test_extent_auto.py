@@ -100,7 +100,11 @@ def test_the_scan_stops_where_the_loss_stops_being_finite():
     assert np.isnan(land.loss[0]) and np.isnan(land.loss[-1])  # kept visible on the grid
 
 
-def test_bad_rules_are_refused_before_any_work():
+def _no_hessian_work(*args, **kwargs):
+    raise AssertionError("Hessian directions were computed before the extent rule was checked")
+
+
+def test_bad_rules_are_refused_before_any_work(monkeypatch):
     with pytest.raises(ValueError, match="only be 'auto'"):
         compute(quadratic, [0.0, 0.0, 0.0], "automatic")
     with pytest.raises(ValueError, match="needs a target"):
@@ -111,6 +115,12 @@ def test_bad_rules_are_refused_before_any_work():
         AutoExtent(rise=-1.0)
     with pytest.raises(ValueError, match="give AutoExtent\\(rise=...\\)"):
         compute(lambda out, _y: -1.0 + 0.0 * out.sum(), [0.0], AutoExtent(rise=None), dims=1)
+    # a loss with no value at θ₀ is refused before the Hessian directions are computed
+    monkeypatch.setattr("landscaper.directions.hessian_directions", _no_hessian_work)
+    for loss in (lambda out, _y: out.sum() * float("nan"), lambda out, _y: -(out ** 2).sum()):
+        with pytest.raises(ValueError, match="θ₀'s loss"):
+            Landscape.compute(Point([1.0, 1.0]), DATA, loss, extent=AutoExtent(rise=None),
+                              progress=False)
     with pytest.raises(ValueError, match="factor must be a finite number above 1"):
         AnalysisConfig(extent_factor=1.0)
 
