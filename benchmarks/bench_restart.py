@@ -30,6 +30,7 @@ from landscaper._utils import parse_bytes
 from landscaper.hessian import HessianOperator
 
 RESULTS = Path(__file__).resolve().parent / "results"
+START = time.perf_counter()
 
 
 def case(width_in: int, width_hidden: int) -> Objective:
@@ -65,6 +66,9 @@ class RestartCounter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if "thick restart" in record.getMessage():
             self.count += 1
+            if self.count % 5 == 0:  # a long run shows that it is moving
+                print(f"  {self.count} restarts, {time.perf_counter() - START:.0f} s",
+                      flush=True)
 
 
 def main() -> int:
