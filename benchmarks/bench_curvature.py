@@ -66,19 +66,6 @@ GGN_PEERS = [(env, script, label, [(s, [*a, "--curvature", "ggn"]) for s, a in s
 
 
 # --------------------------------------------------------------------------- models, references
-def trained_case(name: str, epochs: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """Model ``name`` of bench_models (seed 0) after ``epochs`` of SGD on all the digits."""
-    x_np, y_np = bench_models.digits_data()
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    model = bench_models.make_model(name, seed=0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=gen).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval(), x, y
 
 
 def _functional(model: torch.nn.Module):
@@ -472,7 +459,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for name in args.models:
-            model, x, y = trained_case(name, args.epochs)
+            model, x, y = bench_hessian.trained_case(args.epochs, name)
             with torch.no_grad():
                 loss = float(torch.nn.functional.cross_entropy(model(x), y))
                 acc = float((model(x).argmax(1) == y).float().mean())

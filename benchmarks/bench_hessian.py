@@ -38,10 +38,12 @@ PEERS = [("pyhessian", "pyhessian_eigs.py", "pyhessian 0.1"),
          ("landscaper131", "landscaper_eigs.py", "Landscaper 1.3.1")]
 
 
-def trained_case(epochs: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+def trained_case(epochs: int, name: str = "digits_mlp"
+                 ) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """Model ``name`` of bench_models (seed 0) after ``epochs`` of SGD on all the digits."""
     x_np, y_np = bench_models.digits_data()
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    model = bench_models.make_model("digits_mlp", seed=0)
+    model = bench_models.make_model(name, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
     for _ in range(epochs):
