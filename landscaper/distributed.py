@@ -1,7 +1,7 @@
-"""Running landscaper on several processes with :mod:`torch.distributed`.
+"""Running landscaper on several processes with `torch.distributed`.
 
 Two kinds of parallelism, both opt-in by initialising a process group (``torchrun`` or
-:func:`torch.distributed.init_process_group`):
+`torch.distributed.init_process_group`):
 
 - **Grid sharding** (`landscaper.grid.sample_grid`, `Landscape.compute`): every rank holds
   the same model and the full data; the grid's chunks are split across ranks and the result is
@@ -242,7 +242,8 @@ class DistributedObjective(Objective):
     collective: all ranks must call it together with the same arguments.
 
     Args:
-        *args, **kwargs: as for `Objective`, with ``data`` this rank's shard.
+        *args: as for `Objective`, with ``data`` this rank's shard.
+        **kwargs: as for `Objective`.
 
     Attributes:
         local_num_samples: samples on this rank.

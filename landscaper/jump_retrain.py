@@ -102,11 +102,21 @@ class JumpRetrain:
         accuracy_fn: ``accuracy_fn(outputs, targets)``; default: argmax accuracy where the
             targets are integer class labels (none otherwise), None to skip.
         params: parameters recorded and embedded (names or patterns; default all trainable).
-        seeds, step_sizes, epochs: J&R settings (paper: 4 seeds × 4 steps × 40 epochs).
+        seeds: retraining seeds (paper: 4 seeds).
+        step_sizes: jump lengths along normalised random directions (paper: 4 steps).
+        epochs: retraining epochs after each jump (paper: 40).
+        normalization: normalisation of the jump directions (see
+            `landscaper.directions.Normalization`; default ``"filter"``).
         embedding: ``"phate"`` (cosine, needs the ``phate`` extra) or ``"pca"``.
+        n_components: dimensions of the embedding.
+        phate_knn: PHATE's own neighbour count (capped by the number of samples).
         k: neighbours of the kNN graph (paper: 20).
         fill_triangles: fill graph cycles with the clique complex's triangles so that
             1-dimensional classes can die (the authors' code never kills them).
+        seed: seed of the embedding.
+        memory_budget: above it, the sampled parameter vectors go to ``memmap_path``.
+        memmap_path: ``.npy`` file for the samples, needed when they exceed ``memory_budget``.
+        progress: show progress bars.
         batch_loss: ``batch_loss(call_model, batch)`` for a loss that is not
             ``loss_fn(model(x), y)`` (a PINN's residual, as for `Objective`); retraining then
             steps on ``batch_loss(model, batch)`` for each batch, and no accuracy is recorded.

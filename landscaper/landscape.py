@@ -230,7 +230,9 @@ class Landscape:
         """Sample the loss of a model on a grid around its parameters.
 
         Args:
-            model, data, loss_fn: as for `Objective` (or pass ``objective=`` instead).
+            model: as for `Objective` (or pass ``objective=`` instead of all three).
+            data: as for `Objective`.
+            loss_fn: as for `Objective`.
             directions: ``"hessian"`` (top-k eigenvectors, default), ``"random"``
                 (filter-normalised; see `landscaper.directions.NAMED_DIRECTIONS`), a
                 `Directions`, or a (k, P) array / list of dicts.

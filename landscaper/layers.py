@@ -179,10 +179,12 @@ def layer_spectra(
         groups: see `parameter_groups` (default: one group per module).
         k: eigenvalues per group (capped at the group's size).
         which: ``"LA"`` largest, ``"LM"`` largest in magnitude, ``"SA"`` smallest.
-        trace_probes, trace_method: products and estimator of each block's trace (`trace`);
-            a block of at most ``trace_probes`` coordinates gets its exact trace instead.
+        trace_probes: products for each block's trace (`trace`); a block of at most
+            ``trace_probes`` coordinates gets its exact trace instead.
+        trace_method: the estimator of each block's trace (`trace`'s ``method``).
         curvature: ``"hessian"``, ``"ggn"`` or ``"fisher"`` for an `Objective`.
-        tol, seed: Lanczos tolerance and the seed of its start vector and the probes.
+        tol: Lanczos tolerance.
+        seed: the seed of Lanczos' start vector and of the trace probes.
 
     Examples:
         >>> import torch

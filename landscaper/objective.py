@@ -2,7 +2,7 @@
 
 Everything in landscaper (Hessian-vector products, grids, jumps) is a function of θ.
 `Objective` builds it once from ``(model, data, loss_fn)`` with
-:func:`torch.func.functional_call`, so the user's module is never modified: parameters are
+`torch.func.functional_call`, so the user's module is never modified: parameters are
 swapped in for the duration of one call and restored by PyTorch, also after an exception.
 """
 
@@ -755,7 +755,7 @@ class Objective:
         """Losses at a (B, P) batch of parameter vectors, without gradients.
 
         Chunks of ``chunk_size`` vectors (default: as many as the memory budget allows) are
-        evaluated together with :func:`torch.func.vmap`; a model that vmap cannot batch falls
+        evaluated together with `torch.func.vmap`; a model that vmap cannot batch falls
         back to one vector at a time (logged once).
         """
         thetas = self._check_theta(thetas, batched=True)

@@ -381,7 +381,9 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
     in ``config.out``.
 
     Args:
-        model, data, loss_fn: as for `Objective`; the model is moved to ``config.device``.
+        model: as for `Objective`; it is moved to ``config.device``.
+        data: as for `Objective`.
+        loss_fn: as for `Objective`.
         config: the settings.
         accuracy_fn: J&R's ``accuracy_fn(outputs, targets)``; None records no accuracy.
         train: ``{"optimizer_factory": parameters -> optimizer}`` runs J&R.

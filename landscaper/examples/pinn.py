@@ -7,7 +7,7 @@ failure modes in physics-informed neural networks*, NeurIPS 2021), which makes i
 test bed for asking how the loss landscape changes as the PDE gets harder.
 
 This module provides the problem (`ConvectionProblem`), the physics-informed loss in the
-``batch_loss(call_model, batch)`` form that :class:`landscaper.Objective` accepts
+``batch_loss(call_model, batch)`` form that `landscaper.Objective` accepts
 (`convection_loss`), a small trainer (`train_pinn`) and the usual error metric
 (`relative_l2_error`)::
 
@@ -18,9 +18,9 @@ This module provides the problem (`ConvectionProblem`), the physics-informed los
 
 The residual ``u_t + β u_x`` is the derivative of the network output along the direction
 ``(β, 1)`` of its inputs, so the loss takes it with one forward-mode product
-(:func:`torch.func.jvp`) instead of two gradients: it costs about two forward passes, works
-under :func:`torch.func.vmap` (a grid evaluates many parameter vectors in one call) and under
-:func:`torch.no_grad`, and Hessian-vector products differentiate through it.
+(`torch.func.jvp`) instead of two gradients: it costs about two forward passes, works
+under `torch.func.vmap` (a grid evaluates many parameter vectors in one call) and under
+`torch.no_grad`, and Hessian-vector products differentiate through it.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def convection_loss(
 
     ``L = w_r·mean((u_t + β u_x)²) + w_0·mean((u(x_0, 0) − u_0)²) + w_b·mean((u(0, t) −
     u(2π, t))²)`` over the points of a `ConvectionProblem.batch`. The residual ``u_t + β u_x``
-    is the forward-mode derivative (:func:`torch.func.jvp`) of the output along the input
+    is the forward-mode derivative (`torch.func.jvp`) of the output along the input
     direction ``(β, 1)`` at every collocation point (the batch is never modified), so the loss
     is vmappable, needs no gradients when evaluated and is differentiable twice in the
     parameters (Hessian-vector products).

@@ -125,14 +125,18 @@ def sample_grid(
     progress: bool = True,
     distributed: bool | None = False,
 ) -> np.ndarray:
-    """Loss at every point θ₀ + Σᵢ axes[i][jᵢ]·directions[i] of the grid.
+    """Loss at every point ``θ₀ + Σᵢ axes[i][jᵢ]·directions[i]`` of the grid.
 
     Args:
         objective: the loss over flat parameters.
         directions: (k, P) tensor, one row per axis.
         axes: k coordinate arrays.
-        chunk_size, points_per_chunk, memory_budget, checkpoint, progress, distributed: see
-            `Execution`.
+        chunk_size: see `Execution`.
+        points_per_chunk: see `Execution`.
+        memory_budget: see `Execution`.
+        checkpoint: see `Execution`.
+        progress: see `Execution`.
+        distributed: see `Execution`.
 
     Returns:
         float64 array of shape ``tuple(len(a) for a in axes)``, indexed ``"ij"``. NaN and inf

@@ -1,4 +1,4 @@
-"""Evaluating a grid across the ranks of a :mod:`torch.distributed` process group.
+"""Evaluating a grid across the ranks of a `torch.distributed` process group.
 
 Every rank holds the same model and the full data. Rank 0 plans the chunking (its timing, or
 the checkpoint's ``meta.json``) and decides which chunks are missing; each rank evaluates

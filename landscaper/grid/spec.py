@@ -97,7 +97,7 @@ class GridRequest:
 
 @dataclass(frozen=True, eq=False)
 class GridSpec:
-    """A grid in a subspace: the points θ₀ + Σᵢ axes[i][jᵢ]·dᵢ, indexed ``"ij"``.
+    """A grid in a subspace: the points ``θ₀ + Σᵢ axes[i][jᵢ]·dᵢ``, indexed ``"ij"``.
 
     Attributes:
         directions: the `Directions` (vectors, kind, eigenvalues, ...).

@@ -7,7 +7,7 @@
   records the top Hessian eigenvalues and the SMAD of a small landscape on a fixed probe batch.
 
 Neither ever modifies the model: parameters are swapped in with
-:func:`torch.func.functional_call`, and :func:`hf_landscape` does not switch the model to eval
+`torch.func.functional_call`, and `hf_landscape` does not switch the model to eval
 mode for you. A model in training mode with dropout has a random loss and is refused; call
 ``model.eval()`` first. (The callback, which runs inside training, puts the model in eval mode
 for its measurement and restores every module's previous mode afterwards.)
@@ -142,7 +142,11 @@ def hf_landscape(
             ``"*.encoder.layer.5.output.dense.*"``); None for every trainable parameter.
         loss_fn: ``loss_fn(outputs, batch) -> scalar``; None takes ``outputs.loss`` (the batch
             then holds ``labels``).
-        dims, steps, extent, extent_unit, directions: as for `Landscape.compute`.
+        dims: as for `Landscape.compute`.
+        steps: as for `Landscape.compute` (default 21 here).
+        extent: as for `Landscape.compute`.
+        extent_unit: as for `Landscape.compute`.
+        directions: as for `Landscape.compute`.
         **kwargs: ``batch_loss``/``allow_train_mode`` go to `Objective`, everything else
             (``which``, ``seed``, ``memory_budget``, ``checkpoint``, ``progress``, ...) to
             `Landscape.compute`.

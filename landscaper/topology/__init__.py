@@ -1,7 +1,7 @@
 """Exact, fast topology of sampled landscapes on grids and graphs (pure numpy).
 
-Main entry points: :func:`merge_tree`, :func:`basins`, :func:`persistence_diagram`,
-:func:`smad`, :func:`simplify`, :func:`landscape_profile`, :func:`scale_summary` and the
+Main entry points: `merge_tree`, `basins`, `persistence_diagram`,
+`smad`, `simplify`, `landscape_profile`, `scale_summary` and the
 plotting helpers.
 """
 

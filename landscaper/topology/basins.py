@@ -27,7 +27,7 @@ class Basins:
         merges_into: (m,) basin each basin merges into at its saddle (elder rule), -1 if none.
         merge_value: (m,) value of that saddle (``inf`` for essential basins).
         merge_index: (m,) flat index of that saddle (-1 for essential basins).
-        tree: The :class:`MergeTree` these basins belong to.
+        tree: The `MergeTree` these basins belong to.
     """
 
     labels: np.ndarray
@@ -82,10 +82,10 @@ def basins(
         values: Grid values (n-D) or 1-D point values with ``edges``.
         connectivity: ``"full"`` (default) or ``"axis"`` for grids.
         edges: Optional (E, 2) edge array of a general graph.
-        nonfinite: ``"highest"`` or ``"raise"`` (see :func:`rank_values`).
+        nonfinite: ``"highest"`` or ``"raise"`` (see `rank_values`).
 
     Returns:
-        A :class:`Basins` result.
+        A `Basins` result.
     """
     tree = merge_tree(values, connectivity=connectivity, edges=edges, nonfinite=nonfinite)
     return Basins.from_tree(tree)
@@ -100,11 +100,11 @@ def simplify(tree_or_basins: MergeTree | Basins, threshold: float) -> Basins:
     NaN persistences (non-finite values) never count as below the threshold.
 
     Args:
-        tree_or_basins: A :class:`MergeTree` or :class:`Basins`.
+        tree_or_basins: A `MergeTree` or `Basins`.
         threshold: Persistence threshold (same units as the values). ``<= 0`` changes nothing.
 
     Returns:
-        :class:`Basins` with new labels (renumbered by minimum rank) and a simplified tree.
+        `Basins` with new labels (renumbered by minimum rank) and a simplified tree.
     """
     tree = tree_or_basins.tree if isinstance(tree_or_basins, Basins) else tree_or_basins
     if threshold <= 0:
@@ -168,7 +168,7 @@ def basin_metric(
 
     Args:
         values: Per-point values (same number of points as ``labels``), e.g. accuracy.
-        labels: Basin labels ``0..m-1`` (or a :class:`Basins` / :class:`MergeTree`).
+        labels: Basin labels ``0..m-1`` (or a `Basins` / `MergeTree`).
         reduce: ``"mean"``, ``"min"``, ``"max"``, ``"median"``, ``"sum"`` or a callable mapping
             a 1-D array to a number.
 

@@ -1,8 +1,8 @@
 """Steepest-descent basins and the reduced basin adjacency graph (whole-array numpy).
 
-Given ranks (see :mod:`.order`), every point's lowest-ranked neighbour (itself included) is
-found by array shifts over the grid offsets (or ``np.minimum.at`` over a graph's edges); pointer
-jumping then labels every point with the minimum its steepest descent reaches.
+Given ranks (see `landscaper.topology.order`), every point's lowest-ranked neighbour (itself
+included) is found by array shifts over the grid offsets (or ``np.minimum.at`` over a graph's
+edges); pointer jumping then labels every point with the minimum its steepest descent reaches.
 
 The boundary edges between different basins, keyed by ``max(rank u, rank v)``, are reduced to
 the lowest key per basin pair, one offset at a time, so all grid edges are never held at once.

@@ -14,13 +14,13 @@ What this module does differently, on purpose:
   graph is added at the largest loss of its three vertices, and a cycle dies when triangles fill
   it. ``D1`` then measures loops that are *really* there, with finite persistence.
 * **Essential classes are explicit.** Diagrams use the convention of
-  :mod:`landscaper.topology.persistence` (``(n, 2)`` float ``(birth, death)`` rows, essential
+  `landscaper.topology.persistence` (``(n, 2)`` float ``(birth, death)`` rows, essential
   death ``inf``) and each diagram comes with a boolean mask of its essential rows, so a class that
   is killed at a vertex of loss ``+inf`` is never confused with a class that never dies.
 * **Ties are exact.** The filtration is computed on the strict total order of the values (stable
-  argsort: ties broken by vertex index, the rule of :mod:`landscaper.topology.order`) and mapped
+  argsort: ties broken by vertex index, the rule of `landscaper.topology.order`) and mapped
   back to values; zero-length pairs are dropped. The result depends on the values only, not on
-  the tie-breaking, and ``D0`` equals the diagram of :func:`~landscaper.topology.merge_tree` on
+  the tie-breaking, and ``D0`` equals the diagram of `landscaper.topology.merge_tree` on
   the same graph (without its zero-length pairs).
 
 Homology is computed with ``gudhi.SimplexTree`` over the field Z/2.
@@ -173,7 +173,7 @@ class GraphPersistence:
             p: Exponent (> 0); the paper uses 2.
             essential: ``"exclude"`` (default) sums over pairs with finite birth and death only:
                 essential classes (and classes killed at value ``+inf``) are left out, count them
-                with :meth:`n_essential`. ``"cap"`` truncates the filtration at ``value_max``:
+                with `n_essential`. ``"cap"`` truncates the filtration at ``value_max``:
                 every death ``inf`` is replaced by ``value_max`` before summing (pairs with a
                 non-finite birth are still left out).
 
@@ -282,7 +282,7 @@ def graph_persistence(
         fill_triangles: Add the triangles of the clique complex (default ``True``).
 
     Returns:
-        A :class:`GraphPersistence`. ``D0`` has one essential class per connected component.
+        A `GraphPersistence`. ``D0`` has one essential class per connected component.
     """
     vals = _checked_values(values, max_dim)
     n = vals.size
@@ -334,7 +334,7 @@ class TotalPersistence:
         p: The exponent used.
         k: Neighbours per point of the kNN graph.
         edges: The ``(E, 2)`` kNN edges.
-        persistence: The full :class:`GraphPersistence`.
+        persistence: The full `GraphPersistence`.
     """
 
     total: dict[int, float]
@@ -359,7 +359,7 @@ def total_persistence_of(
 ) -> TotalPersistence:
     """The paper's topological summary: kNN graph, loss filtration, total persistence.
 
-    Runs :func:`knn_graph_from_distances` then :func:`graph_persistence` (dimensions 0 and 1)
+    Runs `knn_graph_from_distances` then `graph_persistence` (dimensions 0 and 1)
     and sums ``|death - birth| ** p`` over each diagram. Only finite pairs enter the sums:
     essential classes (one per connected component in ``D0``; cycles never filled in ``D1``) have
     no finite lifetime and are reported separately, as counts, in ``n_essential``. Both numbers
@@ -376,7 +376,7 @@ def total_persistence_of(
             every cycle essential, ``D1`` total persistence then 0).
 
     Returns:
-        A :class:`TotalPersistence`; ``result[0]`` and ``result[1]`` are the two totals.
+        A `TotalPersistence`; ``result[0]`` and ``result[1]`` are the two totals.
     """
     vals = np.asarray(values)
     d = np.asarray(distances)

@@ -315,7 +315,7 @@ def build_tree(
     value_range: tuple[float, float],
     coords: object = None,
 ) -> MergeTree:
-    """Assemble a :class:`MergeTree` from basins and the reduced basin graph."""
+    """Assemble a `MergeTree` from basins and the reduced basin graph."""
     m = int(min_index.size)
     lo, hi, key, s_idx, s_val = basin_edges
     saddle_edge, parent, death, into, top, comp = _kruskal(m, lo, hi, key)
@@ -499,7 +499,7 @@ def merge_tree(
             `MemoryError` says what to change.
 
     Returns:
-        The :class:`MergeTree`, including basin labels and volumes.
+        The `MergeTree`, including basin labels and volumes.
     """
     flat, domain = _domain(values, connectivity, edges, coords)
     n = flat.size

@@ -1,6 +1,6 @@
 """Strict total order on sampled values (simulation of simplicity).
 
-Every topological computation in :mod:`landscaper.topology` works on *ranks* rather than on raw
+Every topological computation in `landscaper.topology` works on *ranks* rather than on raw
 values. One stable argsort by value, with ties broken by the flat (C-order) index, gives a strict
 total order, so plateaus and repeated values never need noise or special cases.
 

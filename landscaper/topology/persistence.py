@@ -30,8 +30,8 @@ def persistence_diagram(values_or_tree: MergeTree | ArrayLike, **kwargs: Any) ->
     """0-dimensional sublevel (or superlevel) persistence diagram.
 
     Args:
-        values_or_tree: A :class:`MergeTree`, or values accepted by :func:`merge_tree`.
-        **kwargs: Passed to :func:`merge_tree` when values are given (``connectivity``,
+        values_or_tree: A `MergeTree`, or values accepted by `merge_tree`.
+        **kwargs: Passed to `merge_tree` when values are given (``connectivity``,
             ``kind``, ``edges``, ``nonfinite``).
 
     Returns:
@@ -62,7 +62,7 @@ def total_persistence(diagram: DiagramLike, p: float = 2.0) -> float:
     """Sum of ``|death - birth| ** p`` over the *finite* pairs (essential classes excluded).
 
     Args:
-        diagram: (n, 2) diagram or a :class:`MergeTree`.
+        diagram: (n, 2) diagram or a `MergeTree`.
         p: Exponent (> 0).
 
     Returns:

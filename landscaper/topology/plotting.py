@@ -64,23 +64,23 @@ def plot_profile(
     """Draw the topological landscape profile as nested basins (after Geniesse et al.).
 
     Every basin is a filled region, its width at value ``y`` the volume of its part of the
-    sublevel set ``{f <= y}`` (from the profile's :attr:`~LandscapeProfile.outlines`): children
+    sublevel set ``{f <= y}`` (from the profile's `LandscapeProfile.outlines`): children
     hang side by side under the floor of the basin they merge into, at the saddle's value,
     within its width; the top region spans all N points. Regions are coloured by the value of
     their floor (viridis, dark = low) with a dot at each minimum. Without the values the
     widths are modelled from the basin volumes (a wedge per minimum, a constant width above a
-    saddle: see :mod:`~landscaper.topology.profile`); with them (``values=``, or a profile
+    saddle: see `landscaper.topology.profile`); with them (``values=``, or a profile
     built from values) they are measured. A single basin is drawn as one grey valley.
 
     Args:
-        profile_data_or_tree: A :class:`LandscapeProfile` or a :class:`MergeTree`.
+        profile_data_or_tree: A `LandscapeProfile` or a `MergeTree`.
         ax: Axes to draw on (a new Figure's Axes if None).
         log: Logarithmic value axis (``symlog`` if any value is <= 0).
         values: With a tree, the values it was computed from, to measure the widths.
 
     Returns:
         The Axes; the regions are one ``PolyCollection`` (gid ``"profile-basins"``), one
-        polygon per region in :attr:`~LandscapeProfile.region_nodes` order.
+        polygon per region in `LandscapeProfile.region_nodes` order.
     """
     from matplotlib import colormaps
     from matplotlib.collections import PolyCollection
@@ -288,7 +288,7 @@ def plot_persistence_diagram(
     """Scatter one or several persistence diagrams; essential classes sit on a line labelled inf.
 
     Args:
-        diagram: an (n, 2) array or a :class:`MergeTree`, or a mapping ``{label: diagram}`` to
+        diagram: an (n, 2) array or a `MergeTree`, or a mapping ``{label: diagram}`` to
             draw several (e.g. D0 and D1) on one set of axes, one colour each, with a legend.
         ax: Axes to draw on (a new Figure's Axes if None).
 
@@ -325,7 +325,7 @@ def plot_barcode(diagram: DiagramLike, ax: Axes | None = None) -> Axes:
     """Draw one horizontal bar per persistence pair (essential bars run to the right edge).
 
     Args:
-        diagram: (n, 2) array or a :class:`MergeTree`.
+        diagram: (n, 2) array or a `MergeTree`.
         ax: Axes to draw on (a new Figure's Axes if None).
 
     Returns:
@@ -352,7 +352,7 @@ def plot_scale_summary(summary: ScaleSummary, ax: Axes | None = None) -> Axes:
     coordinate units (the largest over the axes).
 
     Args:
-        summary: A :class:`~landscaper.topology.scale.ScaleSummary`.
+        summary: A `landscaper.topology.scale.ScaleSummary`.
         ax: Axes to draw on (a new Figure's Axes if None).
 
     Returns:

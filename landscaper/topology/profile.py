@@ -165,17 +165,18 @@ def landscape_profile(tree_or_values, *, values: np.ndarray | None = None,
     Non-finite node values are clipped to the finite value range for display. When the values
     are known (given instead of a tree, or as ``values=`` with one) the region outlines are
     measured sublevel-component volumes; from a tree alone they are modelled (see the module
-    docstring and :attr:`LandscapeProfile.measured`).
+    docstring and `LandscapeProfile.measured`).
 
     Args:
-        tree_or_values: A :class:`MergeTree`, or values passed to :func:`merge_tree`.
+        tree_or_values (MergeTree | numpy.ndarray): A `MergeTree`, or values passed
+            to `merge_tree`.
         values: The values the tree was computed from (same points), to measure the outlines.
         n_levels: Levels sampled per region for measured outlines, plus as many quantiles of
             the region's own values (fewer when there are over 1e6 / n_levels regions).
-        **kwargs: Passed to :func:`merge_tree` when values are given.
+        **kwargs (Any): Passed to `merge_tree` when values are given.
 
     Returns:
-        A :class:`LandscapeProfile`.
+        A `LandscapeProfile`.
     """
     if isinstance(tree_or_values, MergeTree):
         tree = tree_or_values

@@ -2,7 +2,7 @@
 
 One fine grid of loss values is cut into nested boxes of growing radius around one grid point
 (by default the centre of the grid, i.e. the trained model θ₀). In each box the exact merge
-tree is computed afresh (:func:`~landscaper.topology.merge_tree`), and :func:`scale_summary`
+tree is computed afresh (`landscaper.topology.merge_tree`), and `scale_summary`
 records the number of minima, SMAD, the size of θ₀'s basin and the first radius at which
 θ₀'s basin meets a saddle.
 
@@ -92,7 +92,7 @@ class ScaleSummary:
         }
 
     def plot(self, ax: Axes | None = None) -> Axes:
-        """Draw minima and SMAD against radius; see :func:`plot_scale_summary`."""
+        """Draw minima and SMAD against radius; see `plot_scale_summary`."""
         from .plotting import plot_scale_summary
 
         return plot_scale_summary(self, ax=ax)
@@ -258,7 +258,7 @@ def scale_summary(
 
     The box of radius ``r`` holds every grid index within ``r`` steps of ``center`` on every
     axis (an L∞ ball), clipped to the grid. The merge tree of each box is computed exactly and
-    independently of the rest of the grid (:func:`~landscaper.topology.merge_tree` on the
+    independently of the rest of the grid (`landscaper.topology.merge_tree` on the
     cropped array), so box edges act as domain edges and a box that cuts a well may have a
     boundary minimum on its edge. Ties are broken by position exactly as on the full grid
     (cropping keeps the C order of the points).
@@ -269,7 +269,7 @@ def scale_summary(
     fewer than ``(2 r + 1)**d`` points (see ``box_size``). The largest radius is the one whose
     box is the whole grid, ``max`` over axes of ``max(c, n - 1 - c)``.
 
-    Non-finite values are handled as by :func:`merge_tree` (``nonfinite="highest"``): NaN and
+    Non-finite values are handled as by `merge_tree` (``nonfinite="highest"``): NaN and
     +inf rank above every finite value, so they act as walls. They are never replaced: if a
     NaN point ends up a leaf or a saddle (e.g. a NaN between two descending slopes is the
     saddle joining them), its NaN value shows in ``smad``, ``center_min_value`` or
@@ -286,7 +286,7 @@ def scale_summary(
         smad_normalize: Divide each box's SMAD by that box's finite value range.
 
     Returns:
-        The :class:`ScaleSummary`.
+        The `ScaleSummary`.
 
     Raises:
         TypeError, ValueError: for invalid inputs, before any merge tree is computed.

@@ -15,7 +15,7 @@ __all__ = ["smad", "smad_pairs"]
 
 
 def smad_pairs(tree: MergeTree, pairing: str = "tree") -> tuple[np.ndarray, np.ndarray]:
-    """Leaf ids and saddle node ids of the (minimum, saddle) pairs used by :func:`smad`.
+    """Leaf ids and saddle node ids of the (minimum, saddle) pairs used by `smad`.
 
     Args:
         tree: A merge tree.
@@ -57,12 +57,12 @@ def smad(
     (which can lie above its parent saddle) and the global minimum (essential) is excluded.
 
     Args:
-        values_or_tree: Grid/graph values (see :func:`merge_tree`) or a :class:`MergeTree`.
+        values_or_tree: Grid/graph values (see `merge_tree`) or a `MergeTree`.
         normalize: Divide each gap by the landscape's finite value range (max - min).
         weighted: Multiply each gap by its minimum's basin volume fraction (volume / N); the
             sum is still divided by the number of pairs.
         pairing: ``"tree"`` or ``"persistence"``.
-        threshold: If > 0, first apply persistence simplification (:func:`simplify`) and
+        threshold: If > 0, first apply persistence simplification (`simplify`) and
             compute SMAD on the simplified tree (merged basins' volumes are summed).
         connectivity: Grid connectivity when values are given.
         edges: Graph edges when values are given.
