@@ -120,6 +120,30 @@ class JumpRetrain:
         batch_loss: ``batch_loss(call_model, batch)`` for a loss that is not
             ``loss_fn(model(x), y)`` (a PINN's residual, as for `Objective`); retraining then
             steps on ``batch_loss(model, batch)`` for each batch, and no accuracy is recorded.
+
+    Examples:
+        Two seeds × two jump lengths × three retraining epochs on a copy of a small model,
+        embedded with PCA (``embedding="phate"``, the default, needs the ``phate`` extra):
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from landscaper import JumpRetrain
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+        >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+        >>> before = [p.clone() for p in model.parameters()]
+        >>> jr = JumpRetrain(model, [(x[:16], y[:16]), (x[16:], y[16:])],
+        ...                  nn.functional.cross_entropy, lambda ps: torch.optim.SGD(ps, lr=0.1),
+        ...                  seeds=(0, 1), step_sizes=(0.5, 1.0), epochs=3, embedding="pca",
+        ...                  k=4, progress=False).fit()
+        >>> len(jr.sample())  # 2 × 2 × (3 epochs + the jump point)
+        16
+        >>> jr.embed().embedding.shape
+        (16, 2)
+        >>> sorted(jr.total_persistence())  # total persistence of D0 and D1
+        [0, 1]
+        >>> all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        True
     """
 
     def __init__(

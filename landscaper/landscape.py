@@ -263,6 +263,33 @@ class Landscape:
                 ``allow_train_mode``, ``sample_count``, ``compute_dtype``).
 
         Every argument is checked before the model is evaluated or a Hessian computed.
+
+        Examples:
+            A 2-D landscape along the top two Hessian eigenvectors, each axis reaching
+            ±10% of ‖θ₀‖, with θ₀ at the centre:
+
+            >>> import torch
+            >>> from torch import nn
+            >>> from landscaper import Landscape
+            >>> _ = torch.manual_seed(0)
+            >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+            >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+            >>> land = Landscape.compute(model, (x, y), nn.functional.cross_entropy,
+            ...                          dims=2, steps=11, extent=0.1, progress=False)
+            >>> land.shape, land.direction_kind, land.theta0_index
+            ((11, 11), 'hessian', (5, 5))
+            >>> bool(land.loss[land.theta0_index] == land.loss_at_theta0)
+            True
+            >>> theta0 = nn.utils.parameters_to_vector(model.parameters()).detach()
+            >>> round(float(land.axes[0][-1]) / float(theta0.norm()), 6)
+            0.1
+
+            Random (filter-normalised) directions instead, on a 1-D line of 5 points:
+
+            >>> line = Landscape.compute(model, (x, y), nn.functional.cross_entropy,
+            ...                          directions="random", dims=1, steps=5, progress=False)
+            >>> line.shape, line.direction_kind
+            ((5,), 'random')
         """
         request, execution, chosen, objective_kwargs = _grouped(grid, execution, options)
         which = str(parse_which(chosen["which"]).value)
@@ -497,7 +524,39 @@ class Landscape:
 
     def smad(self, normalize: bool = False, weighted: bool = False, *, pairing: str = "tree",
              threshold: float = 0.0, connectivity: str = "full") -> float:
-        """Saddle–Minimum Average Distance (see `landscaper.topology.smad`)."""
+        """Saddle–Minimum Average Distance: the mean loss gap between each minimum and its
+        saddle (see `landscaper.topology.smad`).
+
+        Args:
+            normalize: divide each gap by the landscape's finite loss range (max − min).
+            weighted: multiply each gap by its minimum's basin volume fraction.
+            pairing: ``"tree"`` (default: every minimum, the global one included, with the
+                saddle where its component first merges) or ``"persistence"`` (elder rule:
+                each minimum but the global one with the saddle where it dies).
+            threshold: merge basins whose persistence is below it first.
+            connectivity: ``"full"`` (3^k − 1 grid neighbours, default) or ``"axis"`` (2k).
+
+        Returns:
+            SMAD as a float; 0.0 for a landscape with a single minimum.
+
+        Examples:
+            Two wells, at x = −1 (loss −0.2) and x = +1 (loss 0.2), joined by a saddle near
+            x = 0 (loss 1.0001 on this grid):
+
+            >>> import numpy as np
+            >>> from landscaper import Landscape
+            >>> a = np.linspace(-2, 2, 41)
+            >>> x, y = np.meshgrid(a, a, indexing="ij")
+            >>> land = Landscape.from_arrays((x**2 - 1) ** 2 + 0.3 * y**2 + 0.2 * x, [a, a])
+            >>> len(land.minima())
+            2
+            >>> round(land.smad(), 4)  # (1.2001 + 0.8001) / 2
+            1.0001
+            >>> round(land.smad(pairing="persistence"), 4)  # the shallower well only
+            0.8001
+            >>> round(land.smad(normalize=True), 4)  # as a fraction of the loss range
+            0.0926
+        """
         return topology.smad(self.merge_tree(connectivity=connectivity), normalize=normalize,
                              weighted=weighted, pairing=pairing, threshold=threshold)
 

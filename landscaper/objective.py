@@ -296,6 +296,30 @@ class Objective:
     At construction the loss at θ₀ is evaluated twice on the smallest batch: a model that
     draws random numbers or gives two different values is refused (unless
     ``allow_train_mode``), and data the model cannot take fail here, before any expensive work.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from landscaper import Objective
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+        >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+        >>> objective = Objective(model, (x, y), nn.functional.cross_entropy)
+        >>> objective.num_params, objective.param_names
+        (67, ('0.weight', '0.bias', '2.weight', '2.bias'))
+
+        Called without θ it is the loss at the model's own parameters θ₀:
+
+        >>> bool(torch.isclose(objective(), nn.functional.cross_entropy(model(x), y)))
+        True
+        >>> objective.gradient().shape
+        torch.Size([67])
+
+        Several parameter vectors at once, one loss each (the model itself never changes):
+
+        >>> thetas = objective.theta0 + 0.01 * torch.randn(5, objective.num_params)
+        >>> objective.batch(thetas).shape
+        torch.Size([5])
     """
 
     def __init__(

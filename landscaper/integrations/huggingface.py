@@ -162,6 +162,28 @@ def hf_landscape(
             the outputs have no ``.loss`` and no ``loss_fn`` was given.
         landscaper.hessian.DoubleBackwardError: Hessian directions of a model with an
             operation that has no second derivative (the message names it and the fix).
+
+    Examples:
+        A tiny BERT classifier built from its config (no download), with its default SDPA
+        attention; the landscape spans its classification head:
+
+        >>> import torch
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> from landscaper.integrations.huggingface import hf_landscape
+        >>> _ = torch.manual_seed(0)
+        >>> config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+        ...                     num_attention_heads=2, intermediate_size=32,
+        ...                     max_position_embeddings=16, num_labels=2)
+        >>> model = BertForSequenceClassification(config).eval()
+        >>> batch = {"input_ids": torch.randint(0, 50, (4, 8)),
+        ...          "attention_mask": torch.ones(4, 8, dtype=torch.long),
+        ...          "labels": torch.tensor([0, 1, 0, 1])}
+        >>> land = hf_landscape(model, batch, steps=5, progress=False)
+        >>> land.shape, land.direction_kind
+        ((5, 5), 'hessian')
+        >>> info = land.metadata["huggingface"]
+        >>> info["params"], info["num_params"]
+        (['classifier.weight', 'classifier.bias'], 34)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
