@@ -64,6 +64,8 @@ def _linear_in_parameters(module: nn.Module) -> bool:
 
 
 def _shapes(args: Any, kwargs: Any) -> tuple[tuple[int, ...], ...]:
+    if not kwargs and all(isinstance(a, torch.Tensor) for a in args):  # the usual call
+        return tuple(tuple(a.shape) for a in args)
     return tuple(tuple(t.shape) for t in _tensors(args, kwargs))
 
 

@@ -34,6 +34,7 @@ from .batches import (
     sample_counts,
 )
 from .frozen import EntryCall, FrozenCalls, record
+from .losses import fast_loss
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +345,9 @@ class Objective:
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         self.model = model
         self.loss_fn = loss_fn
+        #: the same loss in a faster form for evaluation without gradients, or None
+        #: (`landscaper.losses`: cross-entropy over few classes on CPUs)
+        self._fast_loss = fast_loss(loss_fn)
         self.batch_loss_fn = batch_loss
         self.allow_train_mode = allow_train_mode
         self.memory_budget = parse_bytes(memory_budget)
@@ -695,7 +699,12 @@ class Objective:
         *inputs, targets = batch
         if not inputs:
             return _scalar_loss(self.loss_fn(call(targets)), "loss_fn")
-        return _scalar_loss(self.loss_fn(call(*inputs), targets), "loss_fn")
+        outputs = call(*inputs)
+        if self._fast_loss is not None:
+            loss = self._fast_loss(outputs, targets)
+            if loss is not None:
+                return loss
+        return _scalar_loss(self.loss_fn(outputs, targets), "loss_fn")
 
     def __call__(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """Mean loss over all batches at θ (θ₀ when omitted); differentiable."""
