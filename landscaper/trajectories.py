@@ -189,9 +189,9 @@ def jump_and_retrain(
         train_epoch: runs one epoch, ``train_epoch(model, optimizer, epoch)``; see
             `standard_epoch`.
         accuracy: optional objective whose "loss" is the train accuracy.
-        seeds: retraining seeds (the paper's defaults: 640 samples in all).
-        step_sizes: jump lengths, in units of the normalised direction.
-        epochs: retraining epochs after each jump.
+        seeds: retraining seeds (default: the paper's 4).
+        step_sizes: jump lengths, in units of the normalised direction (default: the paper's 4).
+        epochs: retraining epochs after each jump (default: the paper's 40).
         normalization: direction normalisation (`landscaper.directions.Normalization`).
         memory_budget: above it, parameter vectors go to ``memmap_path``.
         progress: show a progress bar.

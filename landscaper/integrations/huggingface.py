@@ -232,9 +232,12 @@ class _LandscapeCallbackImpl:
             eigenvalue costs tens of Hessian-vector products).
         loss_fn: ``loss_fn(outputs, batch)``; None takes ``outputs.loss``.
         k: number of top eigenvalues recorded.
-        dims, grid_steps, extent, extent_unit: the landscape (default 2-D, 11×11, ±1% of
-            ‖θ‖ along the top-``dims`` Hessian eigenvectors; ``extent="auto"`` or an
-            `AutoExtent` rescans at every measurement).
+        dims: the landscape's dimensions, along the top-``dims`` Hessian eigenvectors
+            (default 2).
+        grid_steps: points per axis (default 11).
+        extent: half-width per axis (default ±1% of ‖θ‖); ``extent="auto"`` or an
+            `AutoExtent` rescans at every measurement.
+        extent_unit: as for `Landscape.compute` (default ``"relative"``).
         seed: Lanczos start-vector seed (a private generator; the global RNG is not touched).
         json_path: when set, the history is rewritten there (atomically) after every
             measurement.
