@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -22,7 +22,7 @@ import scipy.sparse.linalg
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ._utils import check_count, format_bytes, parse_bytes, parse_choice
+from ._utils import check_count, format_bytes, parse_bytes, parse_choice, serial_numpy_blas
 from .curvature import Curvature, FisherOperator, GGNOperator, parse_curvature
 from .objective import Objective, ParameterLayout
 from .operators import DenseOperator, ObjectiveOperator, SymmetricOperator, WrappedOperator
@@ -172,6 +172,15 @@ class HessianOperator(ObjectiveOperator):
         self.device = self.theta.device
         self.n_hvp = 0
         self._graph_checked = False
+        #: per batch, θ and the gradient with its graph, while they are kept (see
+        #: `_gradient_graph`); whether to keep them is decided at the first product
+        self._graphs: list[tuple[torch.Tensor, torch.Tensor | None] | None] = (
+            [None] * len(objective.batches))
+        self._keep_graphs: bool | None = None
+        #: bytes the first gradient graph saved for backward
+        self._saved_bytes = 0
+        #: False once a batched backward failed on this model (products then go one by one)
+        self._batched_ok = True
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """H @ v for a flat vector v."""
@@ -183,36 +192,108 @@ class HessianOperator(ObjectiveOperator):
         self.n_hvp += 1
         return out
 
-    def _local_matvec(self, v: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(self.theta)
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H @ V for V of shape (P, m): per batch, one gradient graph and one vmapped backward
+        pass for a block of columns (as many as a quarter of the memory budget holds), where
+        PyTorch can batch the backward; column by column otherwise (logged once)."""
+        vectors = torch.as_tensor(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != self.shape[0]:
+            raise ValueError(f"vectors must have shape ({self.shape[0]}, m), got "
+                             f"{tuple(vectors.shape)}")
+        if vectors.shape[1] == 1 or not self._batched_ok:
+            return super().matmat(vectors)
+        columns = vectors.to(device=self.device, dtype=self.dtype).T.contiguous()
         obj = self.objective
-        for weight, batch in zip(obj.weights, obj.batches, strict=True):
-            theta = self.theta.clone().requires_grad_(True)
+        try:
+            out = obj.reduce_mean(obj.together(lambda: self._local_products(columns)))
+        except RuntimeError as err:
+            if _second_derivative_hint(err) is not None:
+                raise
+            self._batched_ok = False
+            logger.info("Hessian-vector products one column at a time: this model's backward "
+                        "pass cannot be batched (%s)", str(err).splitlines()[0][:200])
+            return super().matmat(vectors)
+        self.n_hvp += columns.shape[0]
+        return out.T
+
+    def _local_matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self._local_products(v[None, :])[0]
+
+    def _local_products(self, columns: torch.Tensor) -> torch.Tensor:
+        """(m, P) rows H vᵢ of this process's batches for rows vᵢ of ``columns``."""
+        out = torch.zeros_like(columns)
+        obj = self.objective
+        for index, weight in enumerate(obj.weights):
             try:
                 with obj.full_precision(), differentiable_attention():
-                    hv = self._batch_hvp(obj.loss_on(theta, batch), theta, v)
+                    theta, grad = self._gradient_graph(index)
+                    if grad is None:
+                        continue
+                    block = self._columns_per_backward(columns.shape[0])
+                    for start in range(0, columns.shape[0], block):
+                        part = columns[start:start + block]
+                        last = start + block >= columns.shape[0]
+                        retain = self._keep_graphs or not last
+                        if part.shape[0] == 1:
+                            (hv,) = torch.autograd.grad(grad, theta, grad_outputs=part[0],
+                                                        retain_graph=retain, allow_unused=True,
+                                                        materialize_grads=True)
+                            hv = hv[None]
+                        else:
+                            (hv,) = torch.autograd.grad(grad, theta, grad_outputs=part,
+                                                        retain_graph=retain,
+                                                        is_grads_batched=True, allow_unused=True,
+                                                        materialize_grads=True)
+                        out[start:start + part.shape[0]] += weight * hv.detach()
             except RuntimeError as err:
                 hinted = _second_derivative_hint(err)
                 if hinted is not None:
                     raise hinted from err
                 raise
-            if hv is not None:
-                out += weight * hv.detach()
         return out
 
-    def _batch_hvp(self, loss: torch.Tensor, theta: torch.Tensor, v: torch.Tensor
-                   ) -> torch.Tensor | None:
-        """H·v of one batch's loss (None when the loss is at most linear in θ: H = 0)."""
-        (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True,
-                                      materialize_grads=True)
+    def _columns_per_backward(self, m: int) -> int:
+        """Columns of one batched backward pass: a quarter of the memory budget over what one
+        backward saves (measured at the first graph), at least one."""
+        per_column = max(self._saved_bytes, self.theta.numel() * self.theta.element_size())
+        return max(1, min(m, self.objective.memory_budget // (4 * per_column)))
+
+    def _gradient_graph(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """θ (a leaf) and ∇L of batch ``index`` with its graph (None where the loss is at most
+        linear in θ: H = 0 there). Kept for the next products when all batches' graphs fit a
+        quarter of the memory budget (judged from the tensors the first graph saves), so
+        that a product costs one backward pass through the gradient instead of a forward
+        and two backward passes."""
+        if self._graphs[index] is not None:
+            return self._graphs[index]
+        obj = self.objective
+        theta = self.theta.clone().requires_grad_(True)
+        saved = [0]
+
+        def count(tensor: torch.Tensor) -> torch.Tensor:
+            saved[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        hooks = (torch.autograd.graph.saved_tensors_hooks(count, lambda t: t)
+                 if self._keep_graphs is None else nullcontext())
+        with hooks:
+            loss = obj.loss_on(theta, obj.batches[index])
+            (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True,
+                                          materialize_grads=True)
         if not self._graph_checked:  # once: a graph walk costs about one forward
             _refuse_once_differentiable(loss)
             self._graph_checked = True
-        if not grad.requires_grad:
-            return None
-        (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, allow_unused=True,
-                                    materialize_grads=True)
-        return hv
+        pair = (theta, grad if grad.requires_grad else None)
+        if self._keep_graphs is None:
+            self._saved_bytes = saved[0]
+            needed = saved[0] * len(obj.batches)
+            self._keep_graphs = needed <= obj.memory_budget // 4
+            logger.debug("gradient graphs of %d batch(es): about %s, %s", len(obj.batches),
+                         format_bytes(needed), "kept between products" if self._keep_graphs
+                         else "rebuilt at every product (over a quarter of the memory budget)")
+        if self._keep_graphs:
+            self._graphs[index] = pair
+        return pair
 
 @dataclass(frozen=True)
 class EigenResult:
@@ -759,9 +840,10 @@ def top_eigenpairs(
                          f"max_iter >= {k}")
     first = _Lanczos(op, start, budget, restart_seed=seed + 1, wanted=(k, which))
     settle = max(_VERIFY_TOL, tol)
-    found = _iterate(first, k, which, tol, max_steps, settle=settle)
-    if verify and k > 1 and found.converged and not first.exhausted:
-        found = _verified(op, found, first, k, which, tol, settle, max_steps, budget, seed)
+    with serial_numpy_blas():  # each step's small eigh beside torch's products
+        found = _iterate(first, k, which, tol, max_steps, settle=settle)
+        if verify and k > 1 and found.converged and not first.exhausted:
+            found = _verified(op, found, first, k, which, tol, settle, max_steps, budget, seed)
     if not found.converged:
         logger.warning("Lanczos stopped after %d Hessian-vector products with relative "
                        "residuals %s > tol %.1e; raise max_iter or tol", op.n_hvp,

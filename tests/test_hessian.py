@@ -163,3 +163,87 @@ def test_linear_loss_has_zero_hessian():
     model = nn.Linear(3, 1, bias=False)
     obj = Objective(model, (torch.randn(4, 3), torch.zeros(4, 1)), lambda out, _: out.mean())
     assert torch.count_nonzero(HessianOperator(obj).to_dense()) == 0
+
+
+@pytest.mark.parametrize("budget,forwards_per_batch", [("1GiB", 1), (2000, 5)])
+def test_products_reuse_the_gradient_graph_only_within_the_memory_budget(
+        mlp_case, budget, forwards_per_batch):
+    """Five products cost one forward per batch when the gradient graphs fit a quarter of the
+    budget (each product is then one backward through the kept gradient), and one forward
+    per batch and product when they do not; the products are the dense Hessian's either way."""
+    model, x, y, reference = mlp_case
+    before = snapshot(model)
+    obj = Objective(model, [(x[:9], y[:9]), (x[9:], y[9:])], F.cross_entropy,
+                    memory_budget=budget)
+    dense = dense_hessian(reference, obj.theta0)
+    obj.record_frozen()  # the one-off recording of what θ does not change
+    forwards = []
+    handle = model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        op = HessianOperator(obj)
+        gen = torch.Generator().manual_seed(5)
+        for _ in range(5):
+            v = torch.randn(obj.num_params, generator=gen, dtype=torch.float64)
+            expected = dense @ v
+            assert torch.linalg.norm(op @ v - expected) <= 1e-10 * torch.linalg.norm(expected)
+    finally:
+        handle.remove()
+    assert len(forwards) == 2 * forwards_per_batch
+    assert op._keep_graphs is (forwards_per_batch == 1)
+    assert_unchanged(model, before)
+
+
+def test_matmat_is_one_batched_backward_per_batch_and_equals_the_dense_hessian(case):
+    model, obj, dense = case
+    obj.record_frozen()
+    forwards = []
+    handle = model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        op = HessianOperator(obj)
+        block = torch.randn(obj.num_params, 7, generator=torch.Generator().manual_seed(1),
+                            dtype=torch.float64)
+        product = op.matmat(block)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(product, dense @ block, rtol=1e-10, atol=1e-12)
+    assert op.n_hvp == 7 and len(forwards) == 2  # one forward per batch for all columns
+    assert op._batched_ok
+
+
+def test_matmat_falls_back_to_columns_when_the_backward_cannot_be_batched(mlp_case,
+                                                                          monkeypatch):
+    model, x, y, reference = mlp_case
+    obj = Objective(model, (x, y), F.cross_entropy)
+    dense = dense_hessian(reference, obj.theta0)
+    grad = torch.autograd.grad
+
+    def unbatchable(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented for aten::made_up")
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", unbatchable)
+    op = HessianOperator(obj)
+    block = torch.randn(obj.num_params, 3, dtype=torch.float64)
+    torch.testing.assert_close(op.matmat(block), dense @ block, rtol=1e-10, atol=1e-12)
+    assert op.n_hvp == 3 and not op._batched_ok
+
+
+def test_lanczos_steps_run_numpy_blas_on_one_thread(mlp_case, monkeypatch):
+    """OpenBLAS threads left spinning by each step's eigh would take the cores from the next
+    product (5x slower on 2 cores); inside top_eigenpairs they are limited to one."""
+    from threadpoolctl import threadpool_info
+
+    from landscaper import hessian
+
+    model, x, y, _ = mlp_case
+    seen = []
+    ritz = hessian._Lanczos.ritz
+
+    def watched(self):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return ritz(self)
+
+    monkeypatch.setattr(hessian._Lanczos, "ritz", watched)
+    top_eigenpairs(Objective(model, (x, y), F.cross_entropy), k=3)
+    assert seen and all(threads == {1} for threads in seen if threads)
