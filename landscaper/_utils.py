@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
 from typing import Any, TypeVar
@@ -45,6 +45,20 @@ def timed(logger: logging.Logger, what: str) -> Iterator[dict[str, float]]:
     finally:
         record["seconds"] = watch.seconds
         logger.info("%s done in %.3f s", what, record["seconds"])
+
+
+def nested_bytes(value: Any) -> int:
+    """Bytes of the tensors in ``value`` and in the lists, tuples and mappings it holds."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
 
 
 @contextmanager

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.linalg
@@ -22,12 +22,21 @@ import scipy.sparse.linalg
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ._utils import check_count, format_bytes, parse_bytes, parse_choice, serial_numpy_blas
+from ._utils import (
+    check_count,
+    format_bytes,
+    nested_bytes,
+    parse_bytes,
+    parse_choice,
+    serial_numpy_blas,
+)
 from .curvature import Curvature, FisherOperator, GGNOperator, parse_curvature
 from .objective import Objective, ParameterLayout
 from .operators import DenseOperator, ObjectiveOperator, SymmetricOperator, WrappedOperator
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class DoubleBackwardError(RuntimeError):
@@ -268,25 +277,24 @@ class HessianOperator(ObjectiveOperator):
             return self._graphs[index]
         obj = self.objective
         theta = self.theta.clone().requires_grad_(True)
-        saved = [0]
 
-        def count(tensor: torch.Tensor) -> torch.Tensor:
-            saved[0] += tensor.numel() * tensor.element_size()
-            return tensor
-
-        hooks = (torch.autograd.graph.saved_tensors_hooks(count, lambda t: t)
-                 if self._keep_graphs is None else nullcontext())
-        with hooks:
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
             loss = obj.loss_on(theta, obj.batches[index])
             (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True,
                                           materialize_grads=True)
+            return loss, grad
+
+        if self._keep_graphs is None:
+            (loss, grad), saved = _graph_bytes(build, obj.model)
+        else:
+            loss, grad = build()
         if not self._graph_checked:  # once: a graph walk costs about one forward
             _refuse_once_differentiable(loss)
             self._graph_checked = True
         pair = (theta, grad if grad.requires_grad else None)
         if self._keep_graphs is None:
-            self._saved_bytes = saved[0]
-            needed = saved[0] * len(obj.batches)
+            self._saved_bytes = saved
+            needed = saved * len(obj.batches)
             self._keep_graphs = needed <= obj.memory_budget // 4
             logger.debug("gradient graphs of %d batch(es): about %s, %s", len(obj.batches),
                          format_bytes(needed), "kept between products" if self._keep_graphs
@@ -294,6 +302,38 @@ class HessianOperator(ObjectiveOperator):
         if self._keep_graphs:
             self._graphs[index] = pair
         return pair
+
+
+def _graph_bytes(build: Callable[[], T], model: torch.nn.Module) -> tuple[T, int]:
+    """``build()`` and about how many bytes the autograd graph it makes holds: the tensors
+    saved for backward; where the loss runs a `torch.func` transform (which refuses
+    saved-tensor hooks, as a PINN's input gradients do), four times the outputs of the
+    model's submodules instead (forward activations and the saved tensors of their
+    backward)."""
+    saved = [0]
+
+    def count(tensor: torch.Tensor) -> torch.Tensor:
+        saved[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+            return build(), saved[0]
+    except RuntimeError as err:
+        if "saved tensor hooks" not in str(err):
+            raise
+    outputs = [0]
+
+    def add(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        outputs[0] += nested_bytes(output)
+
+    handles = [m.register_forward_hook(add) for m in model.modules()]
+    try:
+        return build(), 4 * outputs[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+
 
 @dataclass(frozen=True)
 class EigenResult:

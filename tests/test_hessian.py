@@ -247,3 +247,23 @@ def test_lanczos_steps_run_numpy_blas_on_one_thread(mlp_case, monkeypatch):
     monkeypatch.setattr(hessian._Lanczos, "ritz", watched)
     top_eigenpairs(Objective(model, (x, y), F.cross_entropy), k=3)
     assert seen and all(threads == {1} for threads in seen if threads)
+
+
+def test_gradient_graph_of_a_loss_running_torch_func_is_measured_and_kept(mlp_case):
+    """torch.func transforms refuse saved-tensor hooks (a PINN's input gradients): the graph's
+    size is then estimated from the submodule outputs, and products still equal a dense
+    Hessian of the same loss."""
+    model, x, _, _ = mlp_case
+
+    def slope_loss(call_model, batch):
+        out, pullback = torch.func.vjp(lambda inputs: call_model(inputs).sum(1), batch[0])
+        return pullback(torch.ones_like(out))[0].square().mean() + out.square().mean()
+
+    obj = Objective(model, (x, torch.zeros(len(x))), batch_loss=slope_loss)
+    op = HessianOperator(obj)
+    dense = torch.autograd.functional.hessian(lambda t: Objective.__call__(obj, t), obj.theta0)
+    v = torch.randn(obj.num_params, generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64)
+    for _ in range(2):
+        torch.testing.assert_close(op @ v, dense @ v, rtol=1e-10, atol=1e-12)
+    assert op._keep_graphs and op._saved_bytes > 0

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .._utils import Stopwatch, format_bytes, parse_bytes
+from .._utils import Stopwatch, format_bytes, nested_bytes, parse_bytes
 from ..objective import Objective
 
 if TYPE_CHECKING:  # the subspace evaluates through the planner's chunk bound
@@ -102,19 +102,6 @@ class GridPlan:
 GridEstimate = GridPlan
 
 
-def _output_bytes(output: Any) -> int:
-    total, stack = 0, [output]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, torch.Tensor):
-            total += item.numel() * item.element_size()
-        elif isinstance(item, Mapping):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return total
-
-
 def bytes_per_point(objective: Objective) -> int:
     """Estimated memory of evaluating one θ inside a vmapped chunk.
 
@@ -126,7 +113,7 @@ def bytes_per_point(objective: Objective) -> int:
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             nonlocal activation
-            activation += _output_bytes(output)
+            activation += nested_bytes(output)
 
         largest = max(range(len(objective.batches)), key=lambda i: objective.weights[i])
         objective.record_frozen()  # measure the evaluation as the grid will run it
