@@ -147,10 +147,10 @@ def tune_chunk_size(objective: Objective, max_chunk: int, max_points: int = 512,
     """The fastest vmap chunk among 1, 4, 16, … up to ``max_chunk``, and its seconds/point.
 
     Measured on copies of θ₀ (as points of ``subspace`` when given, the way a grid evaluates
-    them), spending at most about ``max_points`` evaluations; chunk 1 means plain sequential
-    calls. On CPUs a large vmapped batch is often slower per point than a small one (or than
-    no vmap at all), so the memory bound alone is a poor choice. The result is cached per
-    objective.
+    them), each chunk's time the fastest of up to three timings, spending at most about
+    ``max_points`` evaluations; chunk 1 means plain sequential calls. On CPUs a large
+    vmapped batch is often slower per point than a small one (or than no vmap at all), so
+    the memory bound alone is a poor choice. The result is cached per objective.
     """
     cache = _TUNED_CHUNK.setdefault(objective, {})
     cached = cache.get(subspace is not None)
@@ -163,16 +163,22 @@ def tune_chunk_size(objective: Objective, max_chunk: int, max_points: int = 512,
     best_chunk, best_time, spent = 1, float("inf"), 0
     evaluate(1, 1)  # warm-up
     for chunk in candidates:
-        reps = max(1, 8 // chunk)
-        if chunk > 1 and (spent + chunk * reps > max_points or not objective.vectorizes):
+        calls = max(1, 8 // chunk)  # calls per timing: chunk 1 is timed over 8 points
+        if chunk > 1 and (spent + 2 * chunk > max_points or not objective.vectorizes):
             break
         if chunk > 1:
             evaluate(chunk, chunk)  # warm-up of this shape
-        watch = Stopwatch()
-        for _ in range(reps):
-            evaluate(chunk, chunk)
-        per_point = watch.seconds / (chunk * reps)
-        spent += chunk * (reps + int(chunk > 1))
+            spent += chunk
+        # the fastest of up to 3 timings the budget allows: one slow timing (another
+        # process, a page fault) must not decide the chunk of a grid of hours
+        timings = []
+        while len(timings) < 3 and (not timings or spent + chunk * calls <= max_points):
+            watch = Stopwatch()
+            for _ in range(calls):
+                evaluate(chunk, chunk)
+            timings.append(watch.seconds / (chunk * calls))
+            spent += chunk * calls
+        per_point = min(timings)
         if per_point < best_time:
             best_chunk, best_time = chunk, per_point
         elif per_point > 1.5 * best_time:
