@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from .._heap import keeps_heap
 from .._utils import check_count, format_bytes, progress_bar
 from ..directions import Directions
 from ..objective import Objective
@@ -178,6 +179,7 @@ class LocalExecutor:
         """Metadata entries of this way of running (none for one process)."""
         return {}
 
+    @keeps_heap
     def run(self, objective: Objective, spec: GridSpec, execution: Execution) -> np.ndarray:
         """The flat loss array of ``spec`` (C order), resumed from the checkpoint if any."""
         require_all_data(objective)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import distributed as dist_utils
+from .._heap import keeps_heap
 from .._utils import progress_bar
 from ..directions import Directions
 from ..objective import Objective
@@ -116,6 +117,7 @@ class ShardedExecutor:
         dist_utils.raise_together(error)
         return plan, store
 
+    @keeps_heap
     def run(self, objective: Objective, spec: GridSpec, execution: Execution) -> np.ndarray:
         """The flat loss array of ``spec`` on every rank (see the module docstring)."""
         require_all_data(objective)
