@@ -100,3 +100,25 @@ def test_nonfinite_numbers_round_trip_and_free_text_stays_text(tmp_path):
     from landscaper._files import dumps
 
     assert "NaN" not in dumps(meta) and '"-inf"' in dumps(meta)
+
+
+def test_chunk_tuning_times_every_affordable_chunk_before_repeating_any(monkeypatch):
+    """A small budget first buys one timing of each chunk size (a repeated timing of chunk 1
+    must not crowd out chunk 4), then repeats the fastest."""
+    import torch
+    from torch import nn
+
+    from landscaper.grid import plan as grid_plan
+
+    calls: list[int] = []
+
+    def fake_timed_rows(objective, subspace):
+        def evaluate(n, chunk):
+            calls.append(chunk)
+        return evaluate
+
+    monkeypatch.setattr(grid_plan, "_timed_rows", fake_timed_rows)
+    torch.manual_seed(0)
+    obj = Objective(nn.Linear(3, 2), (torch.randn(8, 3), torch.randn(8, 2)), F.mse_loss)
+    grid_plan.tune_chunk_size(obj, max_chunk=64, max_points=27)
+    assert 4 in calls and 16 not in calls  # 8 (chunk 1) + 4 warm-up + 8 (chunk 4) = 20 ≤ 27

@@ -147,10 +147,11 @@ def tune_chunk_size(objective: Objective, max_chunk: int, max_points: int = 512,
     """The fastest vmap chunk among 1, 4, 16, … up to ``max_chunk``, and its seconds/point.
 
     Measured on copies of θ₀ (as points of ``subspace`` when given, the way a grid evaluates
-    them), each chunk's time the fastest of up to three timings, spending at most about
-    ``max_points`` evaluations; chunk 1 means plain sequential calls. On CPUs a large
-    vmapped batch is often slower per point than a small one (or than no vmap at all), so
-    the memory bound alone is a poor choice. The result is cached per objective.
+    them), spending at most about ``max_points`` evaluations: one timing per chunk first,
+    then up to two more of the two fastest, the best of each chunk's timings deciding; chunk
+    1 means plain sequential calls. On CPUs a large vmapped batch is often slower per point
+    than a small one (or than no vmap at all), so the memory bound alone is a poor choice.
+    The result is cached per objective.
     """
     cache = _TUNED_CHUNK.setdefault(objective, {})
     cached = cache.get(subspace is not None)
@@ -160,29 +161,37 @@ def tune_chunk_size(objective: Objective, max_chunk: int, max_points: int = 512,
     candidates = [1]
     while candidates[-1] * 4 <= max_chunk:
         candidates.append(candidates[-1] * 4)
-    best_chunk, best_time, spent = 1, float("inf"), 0
+    spent = 0
+
+    def timing(chunk: int) -> float:
+        """Seconds per point of one timing (chunk 1: over 8 sequential points)."""
+        nonlocal spent
+        calls = max(1, 8 // chunk)
+        watch = Stopwatch()
+        for _ in range(calls):
+            evaluate(chunk, chunk)
+        spent += chunk * calls
+        return watch.seconds / (chunk * calls)
+
     evaluate(1, 1)  # warm-up
-    for chunk in candidates:
-        calls = max(1, 8 // chunk)  # calls per timing: chunk 1 is timed over 8 points
-        if chunk > 1 and (spent + 2 * chunk > max_points or not objective.vectorizes):
+    timings: dict[int, list[float]] = {1: [timing(1)]}
+    for chunk in candidates[1:]:  # one timing each, growing until slower or over budget
+        if spent + 2 * chunk > max_points or not objective.vectorizes:
             break
-        if chunk > 1:
-            evaluate(chunk, chunk)  # warm-up of this shape
-            spent += chunk
-        # the fastest of up to 3 timings the budget allows: one slow timing (another
-        # process, a page fault) must not decide the chunk of a grid of hours
-        timings = []
-        while len(timings) < 3 and (not timings or spent + chunk * calls <= max_points):
-            watch = Stopwatch()
-            for _ in range(calls):
-                evaluate(chunk, chunk)
-            timings.append(watch.seconds / (chunk * calls))
-            spent += chunk * calls
-        per_point = min(timings)
-        if per_point < best_time:
-            best_chunk, best_time = chunk, per_point
-        elif per_point > 1.5 * best_time:
+        evaluate(chunk, chunk)  # warm-up of this shape
+        spent += chunk
+        timings[chunk] = [timing(chunk)]
+        best = min(min(t) for t in timings.values())
+        if timings[chunk][0] > 1.5 * best:
             break
+    # then up to two more timings of the two fastest, as the budget allows: one slow timing
+    # (another process, a page fault) must not decide the chunk of a grid of hours
+    for _ in range(2):
+        for chunk in sorted(timings, key=lambda c: min(timings[c]))[:2]:
+            if spent + chunk * max(1, 8 // chunk) <= max_points:
+                timings[chunk].append(timing(chunk))
+    best_chunk = min(timings, key=lambda c: min(timings[c]))
+    best_time = min(timings[best_chunk])
     logger.info("chunk size %d is fastest (%.3g ms per point)", best_chunk, 1e3 * best_time)
     cache[subspace is not None] = (best_chunk, best_time)
     return best_chunk, best_time
