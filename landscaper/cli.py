@@ -288,7 +288,8 @@ def _demo(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"-- {trained.name}")
         result = _run(trained.model, trained.batch, None, args,
-                      train={"optimizer_factory": trained.optimizer_factory},
+                      train={"optimizer_factory": trained.optimizer_factory,
+                             "train_epoch": trained.train_epoch},
                       batch_loss=trained.batch_loss, out=Path(args.out) / f"model_{i + 1}",
                       result=True)
         reports.append((trained.name, result.report))
@@ -629,14 +630,16 @@ def _add_analysis_options(parser: argparse.ArgumentParser, command: str) -> None
                         help=f"J&R retraining epochs (default: {jr['epochs']})")
     parser.add_argument("--jr-steps", type=float, nargs="+", default=None,
                         help=f"J&R step sizes (default: {jr['steps']})")
-    parser.add_argument("--jr-k", type=int, default=20, help="kNN graph neighbours of J&R")
+    parser.add_argument("--jr-k", type=int, default=None,
+                        help="kNN graph neighbours of J&R (default: 20, as the paper; 5 with "
+                             "--quick, whose 16 samples 20 neighbours would join completely)")
 
 
 def _fill_defaults(args: argparse.Namespace) -> None:
     quick = getattr(args, "quick", False)
     full_steps = 15 if args.command == "demo" else 21  # the demo stays under 3 minutes
     defaults = {"steps": 7 if quick else full_steps, "jr_seeds": 2 if quick else 4,
-                "jr_epochs": 3 if quick else 10,
+                "jr_epochs": 3 if quick else 10, "jr_k": 5 if quick else 20,
                 "jr_steps": [0.5, 1.0] if quick else [0.25, 0.5, 0.75, 1.0]}
     for key, value in defaults.items():
         if getattr(args, key, None) is None:

@@ -126,10 +126,26 @@ def _jump_retrain(m: Mapping[str, Any]) -> Headline | None:
                                                                    "total_persistence_d1")
     if d0 is None:
         return None
-    reading = ("retraining from every jump lands in one connected low-loss region"
-               if d0 == 0 and not d1 else
-               "retrained jumps land in low-loss regions separated by loss barriers on the "
-               "samples' kNN graph (Horoi et al.): higher means more topological activity")
+    basins = _get(m, "jump_retrain", "basins")
+    barrier = _get(m, "jump_retrain", "largest_barrier")
+    samples = _get(m, "jump_retrain", "samples")
+    if basins is not None and barrier is not None:  # reports since the basin count
+        apart = _get(m, "jump_retrain", "essential_d0") or 1
+        reading = (f"the {samples} retraining samples fall into one basin of their kNN graph"
+                   if basins == 1 else
+                   f"the {samples} retraining samples fall into {basins} basins of their kNN "
+                   "graph")
+        if barrier:
+            reading += f", the deepest barrier between them {_fmt(barrier)} in loss"
+        if apart > 1:
+            reading += f" ({apart} groups the graph never joins)"
+        if d1:
+            reading += f"; {_fmt(d1)} of the persistence in loops (H1)"
+    else:
+        reading = ("retraining from every jump lands in one connected low-loss region"
+                   if d0 == 0 and not d1 else
+                   "retrained jumps land in low-loss regions separated by loss barriers on the "
+                   "samples' kNN graph (Horoi et al.): higher means more topological activity")
     return Headline("jr_persistence", "J&R total persistence (H0, H1)", d0,
                     f"{_fmt(d0)}, {_fmt(d1)}", reading)
 
@@ -156,7 +172,7 @@ def _difference(first: Headline | None, second: Headline | None, names: tuple[st
         return f"{label}: " + ("; ".join(texts) if texts else "unknown")
     if a == b:
         return f"{label}: the same in both"
-    if a > 0 and b > 0:
+    if a > 0 and b > 0 and max(a, b) < 1000 * min(a, b):  # beyond 1000×, the values say more
         high, low, ratio = (na, nb, a / b) if a > b else (nb, na, b / a)
         return f"{label}: {high}'s is {ratio:.3g}× {low}'s"
     return f"{label}: higher for {na if a > b else nb} ({_fmt(a)} against {_fmt(b)})"

@@ -296,10 +296,13 @@ def compute_landscape(objective: Objective, spectrum: SpectrumEstimate, config: 
 
 def fit_jump_retrain(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
                      optimizer_factory: Callable[..., Any], accuracy_fn: Any = None,
-                     progress: bool = False, batch_loss: Any = None) -> JumpRetrain:
-    """Jump & retrain around θ₀, embedded with PHATE when it is installed (PCA otherwise)."""
+                     progress: bool = False, batch_loss: Any = None,
+                     train_epoch: Callable[..., Any] | None = None) -> JumpRetrain:
+    """Jump & retrain around θ₀, embedded with PHATE when it is installed (PCA otherwise);
+    ``train_epoch`` as for `JumpRetrain` (default: one pass over the batches)."""
     embedding = "phate" if importlib.util.find_spec("phate") else "pca"
-    jr = JumpRetrain(model, data, loss_fn, optimizer_factory, accuracy_fn=accuracy_fn,
+    jr = JumpRetrain(model, data, loss_fn, optimizer_factory, train_epoch,
+                     accuracy_fn=accuracy_fn,
                      params=config.param_patterns, seeds=tuple(range(config.jr_seeds)),
                      step_sizes=config.jr_steps, epochs=config.jr_epochs, embedding=embedding,
                      k=config.jr_k, progress=progress, batch_loss=batch_loss)
@@ -386,7 +389,8 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
         loss_fn: as for `Objective`.
         config: the settings.
         accuracy_fn: J&R's ``accuracy_fn(outputs, targets)``; None records no accuracy.
-        train: ``{"optimizer_factory": parameters -> optimizer}`` runs J&R.
+        train: ``{"optimizer_factory": parameters -> optimizer}`` runs J&R; an optional
+            ``"train_epoch"`` entry replaces its retraining epoch (see `JumpRetrain`).
         on_stage: ``on_stage(name, seconds, summary)`` after each stage, on rank 0.
         objective: the `Objective` that `prepare_objective` built of these arguments (built
             here when None).
@@ -414,7 +418,8 @@ def run_analysis(model: Any, data: Any, loss_fn: Any, config: AnalysisConfig, *,
         def fit() -> JumpRetrain:
             result.jump_retrain = fit_jump_retrain(
                 model, data, loss_fn, config, optimizer_factory=train["optimizer_factory"],
-                accuracy_fn=accuracy_fn, progress=config.progress, batch_loss=batch_loss)
+                accuracy_fn=accuracy_fn, progress=config.progress, batch_loss=batch_loss,
+                train_epoch=train.get("train_epoch"))
             return result.jump_retrain
 
         _run_stage("jump & retrain", hook, _jump_retrain_summary, _jump_retrain_stage, report,

@@ -272,12 +272,18 @@ def add_spectrum(report: Report, spectrum: Spectrum) -> None:
 def add_jump_retrain(report: Report, jr: Any) -> None:
     """Jump & retrain metrics and figures."""
     totals = jr.total_persistence()
+    d0 = jr.persistence_.diagrams[0]
+    finite = d0[np.isfinite(d0[:, 1])]
     report.metrics["jump_retrain"] = {
         "samples": len(jr.samples_), "settings": {k: list(v) if isinstance(v, tuple) else v
                                                   for k, v in jr.settings.items()},
         "total_persistence_d0": totals[0], "total_persistence_d1": totals[1],
         "essential_d0": jr.persistence_.n_essential(0),
         "essential_d1": jr.persistence_.n_essential(1),
+        # every D0 class is one basin of the samples' kNN graph (a local minimum of the loss
+        # on it), and its persistence the barrier above that minimum to a lower one
+        "basins": int(len(d0)),
+        "largest_barrier": float((finite[:, 1] - finite[:, 0]).max()) if len(finite) else 0.0,
         "final_loss_mean": float(np.mean(jr.samples_.loss[jr.samples_.epoch ==
                                                           jr.samples_.epoch.max()])),
         "timings_s": dict(jr.timings),

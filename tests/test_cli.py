@@ -76,6 +76,10 @@ def test_demo_quick_compares_a_pinn_that_fits_with_one_that_fails(tmp_path):
                     "scale", "trajectories", "jr_persistence"):
             assert (folder / f"{fig}.png").stat().st_size > 1000
     assert max(minima) >= 2  # the failing PINN's landscape has structure to show
+    jr = [model["jump_retrain"] for model in metrics["models"].values()]
+    assert [j["settings"]["k"] for j in jr] == [5, 5]  # 16 samples: 20 neighbours join all
+    # retraining epochs of 25 steps: the failing net's runs end in more than one basin
+    assert max(j["total_persistence_d0"] for j in jr) > 0
     rows = {row["headline"]: row for row in metrics["comparison"]}
     assert rows["minima on the grid"]["β = 30"] == minima[1]
     assert rows["top Hessian eigenvalue"]["β = 30"] > rows["top Hessian eigenvalue"]["β = 1"]

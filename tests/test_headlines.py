@@ -66,3 +66,37 @@ def test_the_comparison_page_puts_two_reports_side_by_side(tmp_path):
     assert page.index("Summary") < page.index("Figures, side by side") < page.index("<details>")
     with pytest.raises(ValueError, match="compares two reports"):
         write_comparison(tmp_path, [("flat", a)])
+
+
+def test_jump_retrain_headline_counts_basins_and_reads_their_deepest_barrier(tmp_path):
+    import torch
+    from torch import nn
+
+    from landscaper import JumpRetrain
+    from landscaper.report import add_jump_retrain
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    jr = JumpRetrain(model, (x, y), nn.functional.cross_entropy,
+                     lambda ps: torch.optim.SGD(ps, lr=0.1), seeds=(0, 1), step_sizes=(0.5, 1.0),
+                     epochs=3, embedding="pca", k=3, progress=False).fit()
+    report = Report(tmp_path)
+    add_jump_retrain(report, jr)
+    m = report.metrics["jump_retrain"]
+    d0 = jr.persistence_.diagrams[0]
+    finite = d0[np.isfinite(d0[:, 1])]
+    assert m["basins"] == len(d0) >= 2  # three neighbours: the runs stay apart
+    barrier = (finite[:, 1] - finite[:, 0]).max() if len(finite) else 0.0
+    assert m["largest_barrier"] == pytest.approx(barrier)
+    (headline,) = [h for h in headlines(report.metrics) if h.key == "jr_persistence"]
+    assert f"16 retraining samples fall into {len(d0)} basins" in headline.reading
+    assert (f"({m['essential_d0']} groups the graph never joins)" in headline.reading) == (
+        m["essential_d0"] > 1)
+    rugged = {"jump_retrain": {**m, "total_persistence_d0": 1e-3}}
+    one = {"jump_retrain": {**m, "basins": 1, "largest_barrier": 0.0,
+                            "total_persistence_d0": 1e-9, "total_persistence_d1": 0.0}}
+    (row,) = [diff for label, _, _, diff in compare_headlines(rugged, one, ("a", "b"))
+              if label.startswith("J&R")]
+    # a ratio of 1e6 says less than the two values
+    assert "higher for a" in row and "×" not in row

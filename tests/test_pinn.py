@@ -237,3 +237,16 @@ def test_train_pinn_lbfgs_and_bad_optimizer():
     assert info["relative_l2"] < 0.2
     with pytest.raises(ValueError, match="optimizer"):
         train_pinn(model, problem, epochs=1, optimizer="sgd")  # type: ignore[arg-type]
+
+
+def test_retraining_epoch_takes_its_steps_on_the_full_batch(small_problem, small_mlp):
+    from landscaper.examples.pinn import retraining_epoch
+
+    batch, loss = small_problem.batch(torch.float64), convection_loss(BETA)
+    model = small_mlp.train()
+    steps = []
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    opt.register_step_post_hook(lambda *_: steps.append(1))
+    before = float(loss(model, batch))
+    retraining_epoch(loss, batch, steps=7)(model, opt, 0)
+    assert len(steps) == 7 and float(loss(model, batch)) < before

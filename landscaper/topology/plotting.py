@@ -316,6 +316,11 @@ def plot_persistence_diagram(
         ax.text(lo - pad, inf_y, "inf", va="bottom")
     ax.set_xlabel("birth")
     ax.set_ylabel("death")
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax.xaxis, ax.yaxis):  # at most 6 short labels: values like 0.00075 collide
+        axis.set_major_locator(MaxNLocator(nbins=5))
+    ax.ticklabel_format(style="sci", scilimits=(-3, 4), useMathText=True)
     if None not in diagrams:
         ax.legend(fontsize="small")
     return ax
