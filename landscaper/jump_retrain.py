@@ -317,5 +317,5 @@ class JumpRetrain:
         totals = self.total_persistence()
         ax.set_title(", ".join(f"pers(D{i}) = {totals[i]:.3g}" for i in dims), fontsize="small")
         ax.set_xlabel("birth (loss)")
-        ax.set_ylabel("death (loss); open circles on the dashed line never die")
+        ax.set_ylabel("death (loss; open circles: never)")
         return ax
