@@ -151,16 +151,17 @@ class Ours:
     deterministic for a seed); times are medians of 3 where a run is cheap."""
 
     def __init__(self, obj: Objective, ref_vals: np.ndarray, ref_vecs: np.ndarray,
-                 curvature: str, repeat: bool) -> None:
+                 curvature: str, repeat: bool, verify: bool = True) -> None:
         self.obj, self.ref_vals, self.ref_vecs = obj, ref_vals, ref_vecs
-        self.curvature, self.repeat = curvature, repeat
+        self.curvature, self.repeat, self.verify = curvature, repeat, verify
         self.cache: dict[tuple[int, float | None], dict] = {}
 
     def run(self, k: int, tol: float | None) -> dict:
         key = (k, tol)
         if key not in self.cache:
             start = time.perf_counter()
-            res = top_eigenpairs(self.obj, k=k, which="LM", tol=tol, curvature=self.curvature)
+            res = top_eigenpairs(self.obj, k=k, which="LM", tol=tol, curvature=self.curvature,
+                                 verify=self.verify)
             seconds = time.perf_counter() - start
             vecs = res.eigenvectors.double().numpy()
             self.cache[key] = {
@@ -179,7 +180,7 @@ class Ours:
             for _ in range(2):
                 start = time.perf_counter()
                 top_eigenpairs(self.obj, k=len(entry["eigenvalues"]), which="LM",
-                               tol=entry["tol"], curvature=self.curvature)
+                               tol=entry["tol"], curvature=self.curvature, verify=self.verify)
                 times.append(time.perf_counter() - start)
         entry["seconds"] = float(np.median(times))
         return entry["seconds"]
@@ -227,6 +228,12 @@ def peer_eigs(env: str, script: str, case: Path, out: Path, k: int, extra: list,
 
 def eigen_rows(model_name: str, curvature: str, peers: list, ks: list[int], case: Path,
                tmp: Path, ours: Ours, quick: bool, log_lines: list[str]) -> tuple[list, list]:
+    """Rows against each peer run. The HVP and time ratios compare ours without the
+    repeated-eigenvalue check (``verify=False``: the peers' guarantee, one start vector); the
+    verified run's products and time sit beside them (see `repeated_rows` for what the check
+    finds that one start vector cannot)."""
+    plain = Ours(ours.obj, ours.ref_vals, ours.ref_vecs, ours.curvature, ours.repeat,
+                 verify=False)
     rows, defaults = [], []
     for k in ks:
         for env, script, peer_name, settings in peers:
@@ -255,7 +262,12 @@ def eigen_rows(model_name: str, curvature: str, peers: list, ks: list[int], case
                 if peer.get("hvp_count_search") not in (None, peer["hvp_count"]):
                     row["notes"].append(f"peer max_iter search used "
                                         f"{peer['hvp_count_search']} matvecs")
-                match, best = ours.matching(k, peer_err)
+                verified, _ = ours.matching(k, peer_err)
+                if verified is not None:
+                    row.update(ours_verified_hvp=verified["n_hvp"],
+                               ours_verified_seconds=ours.timed(verified) if not quick else
+                               verified["seconds_all"][0])
+                match, best = plain.matching(k, peer_err)
                 if match is None:
                     row.update(ours_hvp=None, ours_best_error=best["max_rel_error"],
                                ours_best_tol=best["tol"], ours_best_hvp=best["n_hvp"])
@@ -264,7 +276,7 @@ def eigen_rows(model_name: str, curvature: str, peers: list, ks: list[int], case
                                         f"({best['n_hvp']} HVPs)")
                 else:
                     row.update(ours_hvp=match["n_hvp"], ours_tol=match["tol"],
-                               ours_seconds=ours.timed(match) if not quick else
+                               ours_seconds=plain.timed(match) if not quick else
                                match["seconds_all"][0],
                                ours_max_rel_error=match["max_rel_error"],
                                ours_min_cos=match["min_cos"],
@@ -272,7 +284,7 @@ def eigen_rows(model_name: str, curvature: str, peers: list, ks: list[int], case
                     row["hvp_ratio"] = row["ours_hvp"] / row["peer_hvp"]
                     row["time_ratio"] = row["ours_seconds"] / row["peer_seconds"]
                     if row["hvp_ratio"] > 1:
-                        cap = ours.at_budget(k, row["peer_hvp"])
+                        cap = plain.at_budget(k, row["peer_hvp"])
                         row.update(ours_at_peer_budget_hvp=cap["n_hvp"],
                                    ours_at_peer_budget_error=cap["max_rel_error"])
                         row["notes"].append(f"ours needs MORE products; capped at the peer's "
@@ -294,6 +306,60 @@ def eigen_rows(model_name: str, curvature: str, peers: list, ks: list[int], case
                          "peer_reaches": (None if best_peer[0] is None
                                           else best_peer[0] <= entry["max_rel_error"])})
     return rows, defaults
+
+
+# --------------------------------------------------------------------------- repeated
+def repeated_rows(tmp: Path, ks: list[int], quick: bool) -> dict:
+    """Top-k of a Hessian whose every eigenvalue is repeated 10 times (`digits_linear`: a
+    10-output least-squares head, as in multi-output linear heads): one start vector's Krylov
+    space holds one copy of each, so a method without a check returns the top distinct
+    values, which here are wrong from the second on. Ours with and without the check, and
+    each peer at its defaults and until converged."""
+    x, labels = bench_models.digits_data()
+    x = torch.from_numpy(x)
+    y = torch.nn.functional.one_hot(torch.from_numpy(labels), 10).float()
+    model = bench_models.make_model("digits_linear", seed=0).eval()
+    obj = Objective(model, (x, y), torch.nn.functional.mse_loss)
+    dense = torch.autograd.functional.hessian(
+        lambda t: Objective.__call__(obj, t), obj.theta0.double())
+    ref, _, _ = by_magnitude(dense.numpy())
+    case = bench_models.save_case(tmp / "digits_linear.npz", "digits_linear", model, x, y)
+    # a returned value is a copy of λ1 when nearer to it than to the next distinct eigenvalue
+    half_gap = 0.5 * (abs(ref[0]) - abs(ref[10]))
+    out = {"n_params": obj.num_params, "reference_top": ref[:12].tolist(), "rows": []}
+    for k in ks:
+        runs = []
+        for verify in (True, False):
+            start = time.perf_counter()
+            res = top_eigenpairs(obj, k=k, which="LM", verify=verify)
+            runs.append((f"ours, verify={verify}", res.eigenvalues.tolist(), res.n_hvp,
+                         time.perf_counter() - start))
+        for env, script, peer_name, settings in HESSIAN_PEERS:
+            for label, extra in (settings[:1] if quick else settings):
+                res = peer_eigs(env, script, case, tmp / f"rep_{env}_{k}.npz", k, extra, 1)
+                if not res.get("timed_out"):
+                    runs.append((f"{peer_name}, {label}", list(res["eigenvalues"]),
+                                 res["hvp_count"], res["seconds"]))
+        for method, values, hvps, seconds in runs:
+            values = sorted(values, key=abs, reverse=True)
+            out["rows"].append({
+                "k": k, "method": method, "eigenvalues": values, "n_hvp": hvps,
+                "seconds": seconds, "max_rel_error": max_rel_error(values, ref),
+                "copies_of_top": int(np.sum(np.abs(np.asarray(values) - ref[0]) < half_gap))})
+    return out
+
+
+def repeated_table(res: dict) -> list[str]:
+    top = res["reference_top"]
+    lines = [f"digits_linear ({res['n_params']} params): dense top |λ| {top[0]:.5g} (10 "
+             f"times), then {top[10]:.5g} (10 times)",
+             f"{'k':>2} {'method':<44} {'HVP':>5} {'s':>7} {'copies of λ1':>12} "
+             f"{'max rel err':>11}"]
+    for r in res["rows"]:
+        lines.append(f"{r['k']:>2} {r['method']:<44} {r['n_hvp']:>5} {r['seconds']:>7.3f} "
+                     f"{r['copies_of_top']:>5} of {min(r['k'], 10):<4} "
+                     f"{r['max_rel_error']:>11.1e}")
+    return lines
 
 
 # --------------------------------------------------------------------------- traces
@@ -373,18 +439,23 @@ def _f(value, fmt: str, width: int) -> str:
 
 
 def eigen_table(rows: list[dict], defaults: list[dict]) -> list[str]:
-    lines = [f"{'model':<10} {'curv':<7} {'k':>2} {'peer':<19} {'peer setting':<19} "
-             f"{'HVP peer':>8} {'HVP ours':>8} {'ratio':>6} {'err peer':>8} {'err ours':>8} "
-             f"{'tol ours':>8} {'s peer':>7} {'s ours':>7} {'ratio':>6}  notes"]
+    lines = ["ours: without the repeated-eigenvalue check, as the peers (ratios); +verify: "
+             "the default, with it",
+             f"{'model':<10} {'curv':<7} {'k':>2} {'peer':<19} {'peer setting':<19} "
+             f"{'HVP peer':>8} {'HVP ours':>8} {'ratio':>6} {'+verify':>7} {'err peer':>8} "
+             f"{'err ours':>8} {'tol ours':>8} {'s peer':>7} {'s ours':>7} {'ratio':>6} "
+             f"{'s +ver':>7}  notes"]
     for r in rows:
         lines.append(
             f"{r['model']:<10} {r['curvature']:<7} {r['k']:>2} {r['peer']:<19} "
             f"{r['peer_setting']:<19} {_f(r.get('peer_hvp'), 'd', 8)} "
             f"{_f(r.get('ours_hvp'), 'd', 8)} {_f(r.get('hvp_ratio'), '.3f', 6)} "
+            f"{_f(r.get('ours_verified_hvp'), 'd', 7)} "
             f"{_f(r.get('peer_max_rel_error'), '.1e', 8)} "
             f"{_f(r.get('ours_max_rel_error'), '.1e', 8)} {_f(r.get('ours_tol'), 'g', 8)} "
             f"{_f(r.get('peer_seconds'), '.3f', 7)} {_f(r.get('ours_seconds'), '.3f', 7)} "
-            f"{_f(r.get('time_ratio'), '.3f', 6)}  {'; '.join(r['notes'])}")
+            f"{_f(r.get('time_ratio'), '.3f', 6)} "
+            f"{_f(r.get('ours_verified_seconds'), '.3f', 7)}  {'; '.join(r['notes'])}")
     lines += ["", "ours at its default tolerance (1e-4 in float32) and the most accurate peer run",
               f"{'model':<10} {'curv':<7} {'k':>2} {'HVP ours':>8} {'err ours':>8} "
               f"{'s ours':>7}  {'best peer err':>13}  best peer run / reaches ours?"]
@@ -440,7 +511,8 @@ def main() -> int:
     parser.add_argument("--sentences", type=int, default=96)
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["hessian", "ggn", "trace", "minilm"], help="sections to skip")
+                        choices=["hessian", "ggn", "trace", "minilm", "repeated"],
+                        help="sections to skip")
     parser.add_argument("--quick", action="store_true",
                         help="k=3, default peer settings only, 5 seeds at m=30, no repeats")
     args = parser.parse_args()
@@ -498,6 +570,8 @@ def main() -> int:
             if "trace" not in args.skip:
                 tr_rows += trace_rows(name, obj, h_trace, case, ms, seeds)
             print(f"  [{name} done, {time.perf_counter() - t0:.0f} s so far]", flush=True)
+        repeated = (None if "repeated" in args.skip else
+                    repeated_rows(tmp, [3] if args.quick else [3, 10], args.quick))
     minilm = None
     if "minilm" not in args.skip:
         minilm = minilm_rows(1 if args.quick else 3, args.sentences, args.max_length)
@@ -514,6 +588,11 @@ def main() -> int:
         for line in trace_table(tr_rows):
             say(line)
         say()
+    if repeated is not None:
+        say("== a Hessian with every eigenvalue repeated 10 times: top-k ==")
+        for line in repeated_table(repeated):
+            say(line)
+        say()
     if minilm is not None:
         say("== all-MiniLM-L6-v2: SDPA vs eager attention ==")
         for line in minilm_table(minilm):
@@ -524,7 +603,8 @@ def main() -> int:
     stem = "bench_curvature_quick" if args.quick else "bench_curvature"
     (RESULTS / f"{stem}.json").write_text(json.dumps({
         "args": vars(args), "models": models_info, "eigen_rows": eig_rows,
-        "ours_default_tol": eig_defaults, "trace_rows": tr_rows, "minilm": minilm,
+        "ours_default_tol": eig_defaults, "trace_rows": tr_rows, "repeated": repeated,
+        "minilm": minilm,
         "torch_threads": torch.get_num_threads()}, indent=2, default=_jsonable))
     (RESULTS / f"{stem}.txt").write_text("\n".join(lines) + "\n")
     return 0

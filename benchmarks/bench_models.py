@@ -103,10 +103,18 @@ def digits_cnn_head() -> nn.Module:
     return model
 
 
+def digits_linear() -> nn.Module:
+    """A 64 -> 10 linear least-squares head: under the mean squared error against one-hot
+    targets its Hessian is I₁₀ ⊗ (2 / (10 N)) X̃ᵀX̃ whatever its weights, every eigenvalue
+    repeated 10 times (bench_curvature's repeated-eigenvalue case)."""
+    return nn.Linear(64, 10)
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "digits_mlp": digits_mlp,
     "digits_cnn": digits_cnn,
     "digits_cnn_head": digits_cnn_head,
+    "digits_linear": digits_linear,
     "wide_cnn": wide_cnn,
     "pinn_mlp": pinn_mlp,
 }
@@ -116,6 +124,7 @@ LOSS_KIND: dict[str, str] = {
     "digits_mlp": "cross_entropy",
     "digits_cnn": "cross_entropy",
     "digits_cnn_head": "cross_entropy",
+    "digits_linear": "mse",
     "wide_cnn": "cross_entropy",
     "pinn_mlp": "mse",
 }
