@@ -43,7 +43,11 @@ def site(tmp_path_factory) -> Path:
     if importlib.util.find_spec("mkdocs") is None:
         pytest.fail('mkdocs is not installed: pip install -e ".[docs]" (the dev extra has it)')
     out = tmp_path_factory.mktemp("docs") / "site"
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    results = tmp_path_factory.mktemp("notebook-results")
+    # the notebooks run during the build, in their quick mode, so their pages show outputs
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "LANDSCAPER_DOCS_EXECUTE": "true",
+           "LANDSCAPER_NOTEBOOK_QUICK": "1", "LANDSCAPER_RESULTS_DIR": str(results),
+           "MPLBACKEND": "Agg"}
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
@@ -266,3 +270,14 @@ def test_readme_links_into_the_docs():
     assert len(images) == 1 and (ROOT / images[0]).is_file(), images
     assert "mkdocs serve" in text and "mkdocs build" in text
     assert "python3 tasks.py demo" in text and "python3 tasks.py test" in text
+
+
+def test_notebook_pages_show_the_outputs_of_their_run(site):
+    """The notebooks are committed without outputs; the build runs them (quick mode), so each
+    page holds its printed results and its figure."""
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for notebook in notebooks:
+        page = (site / "notebooks" / f"{notebook.stem}.html").read_text()
+        assert "data:image/png;base64," in page, notebook.stem
+        assert "Traceback (most recent call last)" not in page, notebook.stem
