@@ -436,12 +436,21 @@ class _Basis:
         """Qᵀw."""
         return torch.cat([page @ w for page in self._filled()])
 
-    def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """Q c for ``coefficients`` of shape (n,) or (n, r) (then (P, r))."""
-        out, start = None, 0
+    def combine(self, coefficients: torch.Tensor, out: torch.Tensor | None = None,
+                alpha: float = 1.0) -> torch.Tensor:
+        """``out + alpha·Q c`` accumulated into ``out`` (``alpha·Q c`` when None) for
+        ``coefficients`` of shape (n,) or (n, r) (then (P, r)); page by page in place, so a
+        basis of 400 MB vectors makes no temporary vector per page."""
+        start = 0
         for page in self._filled():
-            part = page.T @ coefficients[start:start + page.shape[0]]
-            out, start = part if out is None else out + part, start + page.shape[0]
+            part = coefficients[start:start + page.shape[0]]
+            start += page.shape[0]
+            if out is None:
+                out = torch.mul(page.T @ part, alpha)
+            elif part.ndim == 1:
+                out.addmv_(page.T, part, alpha=alpha)
+            else:
+                out.addmm_(page.T, part, alpha=alpha)
         assert out is not None
         return out
 
@@ -546,7 +555,7 @@ class _Lanczos:
         total = torch.zeros(len(self.basis), dtype=w.dtype, device=w.device)
         for _ in range(2):
             coefficients = self.basis.coefficients(w)
-            w = w - self.basis.combine(coefficients)
+            w = self.basis.combine(coefficients, out=w.clone(), alpha=-1.0)  # w − Q c
             total = total + coefficients
         return w, total
 
