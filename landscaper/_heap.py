@@ -10,7 +10,9 @@ per point, against no new faults and 1.0–1.3 ms per point with both thresholds
 `retained_heap` raises them while its block runs and afterwards trims the heap, leaving
 the thresholds where glibc's own dynamic rule ends for large blocks (mmap above 32 MiB, trim
 above 64 MiB): later code in the process sees the allocator as after any large workload.
-Elsewhere (macOS, Windows, musl) it does nothing.
+Where the user has set the thresholds themselves (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_`` or their ``GLIBC_TUNABLES`` names, e.g. to measure memory in use)
+their settings stand and it does nothing; elsewhere (macOS, Windows, musl) likewise.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +39,10 @@ _MMAP_THRESHOLD = 32 * 2**20
 _TRIM_WHILE_RUNNING = 2**31 - 1
 #: After the block: twice the mmap threshold, as glibc's dynamic rule sets it.
 _TRIM_AFTER = 2 * _MMAP_THRESHOLD
+
+#: Environment settings by which a user fixes the thresholds; glibc honours them and so do we.
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_USER_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
 
 _lock = threading.Lock()
 _depth = 0
@@ -60,13 +67,21 @@ def _glibc() -> Any:
     return _libc or None
 
 
+def _user_set_thresholds() -> bool:
+    """Whether the environment fixes glibc's mmap or trim threshold."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(name in os.environ for name in _USER_SETTINGS) or any(
+        name in tunables for name in _USER_TUNABLES)
+
+
 @contextmanager
 def retained_heap() -> Iterator[None]:
     """Freed memory stays in the process while the block runs (see the module docstring);
-    re-entrant and thread-safe, a no-op where the C library is not glibc."""
+    re-entrant and thread-safe, a no-op where the C library is not glibc or the user has set
+    the thresholds."""
     global _depth
     libc = _glibc()
-    if libc is None:
+    if libc is None or _user_set_thresholds():
         yield
         return
     with _lock:

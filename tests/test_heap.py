@@ -24,14 +24,34 @@ def _faults_of_reallocating(mebibytes: int, times: int) -> int:
 
 
 @glibc
-def test_reallocations_inside_the_block_fault_no_new_pages():
-    pages_per_tensor = 16 * 2**20 // resource.getpagesize()
+def test_reallocations_inside_the_block_fault_no_new_pages(monkeypatch):
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    times = 20
+    fresh_mappings = times * (16 * 2**20 // resource.getpagesize())  # 81,920 with 4 KiB pages
     with retained_heap():
         with retained_heap():  # re-entrant: the inner exit keeps the outer block's settings
             pass
-        faults = _faults_of_reallocating(16, 20)
-    assert faults < pages_per_tensor // 4, faults  # a fresh mapping each time: 20 × 4096
+        faults = _faults_of_reallocating(16, times)
+    # Kept pages fault only for reasons outside the allocator (e.g. the kernel's NUMA
+    # balancing unmaps pages to sample accesses: 12,288 faults seen on a CI host).
+    assert faults < fresh_mappings // 4, faults
     assert _heap._depth == 0
+
+
+@glibc
+@pytest.mark.parametrize("name, value", [("MALLOC_MMAP_THRESHOLD_", "65536"),
+                                         ("MALLOC_TRIM_THRESHOLD_", "65536"),
+                                         ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")])
+def test_thresholds_the_user_set_stand(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    calls = []
+    monkeypatch.setattr(_heap, "_libc", type("Libc", (), {
+        "mallopt": lambda *args: calls.append(args),
+        "malloc_trim": lambda *args: calls.append(args)})())
+    with retained_heap():
+        pass
+    assert calls == [] and _heap._depth == 0
 
 
 def test_elsewhere_it_only_runs_the_block(monkeypatch):
