@@ -483,7 +483,7 @@ class _Lanczos:
     basis is diagonal in the Ritz block and the products go on as before; each Ritz vector
     carries the part of its residual that left the basis (earlier restarts' discarded
     remainders) into the residual bounds, so converged means converged. The basis then never
-    takes more than the budget: a 100M-parameter model's top-k runs in a few GiB. Without
+    takes more than the budget: a 100M-parameter model's basis stays in a few GiB. Without
     ``wanted``, a full basis is refused (quadrature needs one unbroken Krylov basis).
     """
 
