@@ -15,6 +15,8 @@ G = (1/N) Σₙ Jₙᵀ (diag(pₙ) − pₙpₙᵀ) Jₙ from per-sample Jacobi
    its defaults and at a tight tolerance; for every peer run, the fewest HVPs of our
    ``top_eigenpairs(which="LM")`` (loosest tolerance first) reaching at least the peer's
    accuracy (largest relative eigenvalue error over the top k, eigenvalues ranked by |λ|).
+   hessian-eigenthings' default runs a fixed 2k steps and never converges: there both run
+   at that budget from 10 start vectors each and their median errors are compared.
 2. GGN top-k: the same against hessian-eigenthings' ``GGNOperator`` + ``lanczos``.
 3. Traces: Hutchinson vs Hutch++ (ours, and the peer's Hutch++) at equal matvecs, over seeds:
    the empirical variance and the relative RMS error against the dense trace.
@@ -61,6 +63,10 @@ HESSIAN_PEERS = [
         ("tight tol 1e-6", ["--max-iter", 1000, "--tol", 1e-6]),
     ]),
 ]
+#: peer settings that run a fixed number of steps whatever the accuracy: there the start vector
+#: decides the error, so both are also run from SPREAD_SEEDS start vectors at that budget
+FIXED_STEPS = {"default (2k steps)"}
+SPREAD_SEEDS = 10
 GGN_PEERS = [(env, script, label, [(s, [*a, "--curvature", "ggn"]) for s, a in settings])
              for env, script, label, settings in HESSIAN_PEERS if env == "eigenthings"]
 
@@ -199,6 +205,20 @@ class Ours:
         return {"n_hvp": res.n_hvp, "max_rel_error": max_rel_error(res.eigenvalues,
                                                                    self.ref_vals)}
 
+    def seed_spread(self, k: int, n_products: int, seeds: int) -> list[float]:
+        """Errors of ours capped at ``n_products`` steps (verify=False) from the start vectors
+        of seeds 0 … seeds-1."""
+        quiet = logging.getLogger("landscaper")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            return [max_rel_error(top_eigenpairs(
+                self.obj, k=k, which="LM", max_iter=max(k, n_products), verify=False,
+                curvature=self.curvature, seed=seed).eigenvalues, self.ref_vals)
+                for seed in range(seeds)]
+        finally:
+            quiet.setLevel(level)
+
     def matching(self, k: int, target_err: float) -> tuple[dict | None, dict]:
         """(our loosest-tolerance run at least as accurate as ``target_err`` or None, and the
         most accurate run tried)."""
@@ -239,7 +259,10 @@ def eigen_rows(model_name: str, curvature: str, peers: list, ks: list[int], case
         for env, script, peer_name, settings in peers:
             for label, extra in (settings[:1] if quick else settings):
                 out = tmp / f"{env}_{model_name}_{curvature}_{k}_{len(rows)}.npz"
-                first = peer_eigs(env, script, case, out, k, extra, repeat=1)
+                spread = label in FIXED_STEPS and not quick
+                first = peer_eigs(env, script, case, out, k,
+                                  [*extra, "--seed-runs", SPREAD_SEEDS] if spread else extra,
+                                  repeat=1)
                 row = {"model": model_name, "curvature": curvature, "k": k, "peer": peer_name,
                        "peer_setting": label, "notes": []}
                 if first.get("timed_out"):
@@ -290,6 +313,8 @@ def eigen_rows(model_name: str, curvature: str, peers: list, ks: list[int], case
                         row["notes"].append(f"ours needs MORE products; capped at the peer's "
                                             f"budget ({cap['n_hvp']} HVPs, no verify) ours "
                                             f"err {cap['max_rel_error']:.1e}")
+                if spread:
+                    add_seed_spread(row, first, plain, k, ours.ref_vals)
                 rows.append(row)
                 log_lines.append(f"  {model_name} {curvature} k={k} {peer_name} {label}: done")
         # ours at its default tolerance, and whether any peer run reached that accuracy
@@ -306,6 +331,19 @@ def eigen_rows(model_name: str, curvature: str, peers: list, ks: list[int], case
                          "peer_reaches": (None if best_peer[0] is None
                                           else best_peer[0] <= entry["max_rel_error"])})
     return rows, defaults
+
+
+def add_seed_spread(row: dict, peer: dict, plain: Ours, k: int, ref_vals: np.ndarray) -> None:
+    """The errors of the peer's fixed-step run and ours at the same number of products, each
+    from SPREAD_SEEDS start vectors (their generators differ, so seeds are not paired)."""
+    peer_errs = [max_rel_error(values, ref_vals) for values in peer["eigenvalues_by_seed"]]
+    ours_errs = plain.seed_spread(k, peer["hvp_count"], len(peer_errs))
+    row.update(seed_errors_peer=peer_errs, seed_errors_ours=ours_errs,
+               seed_median_peer=float(np.median(peer_errs)),
+               seed_median_ours=float(np.median(ours_errs)))
+    row["notes"].append(f"at {peer['hvp_count']} HVPs over {len(peer_errs)} start vectors: "
+                        f"median err ours {row['seed_median_ours']:.1e}, peer "
+                        f"{row['seed_median_peer']:.1e}")
 
 
 # --------------------------------------------------------------------------- repeated
@@ -456,6 +494,19 @@ def eigen_table(rows: list[dict], defaults: list[dict]) -> list[str]:
             f"{_f(r.get('peer_seconds'), '.3f', 7)} {_f(r.get('ours_seconds'), '.3f', 7)} "
             f"{_f(r.get('time_ratio'), '.3f', 6)} "
             f"{_f(r.get('ours_verified_seconds'), '.3f', 7)}  {'; '.join(r['notes'])}")
+    spread = [r for r in rows if r.get("seed_errors_peer")]
+    if spread:
+        lines += ["", f"fixed-step peer settings: both at the peer's products, from "
+                  f"{SPREAD_SEEDS} start vectors each (max relative error over the top k)",
+                  f"{'model':<10} {'curv':<7} {'k':>2} {'HVP':>4} {'peer median':>11} "
+                  f"{'ours median':>11} {'ratio':>6} {'peer min-max':>17} {'ours min-max':>17}"]
+        for r in spread:
+            pe, oe = r["seed_errors_peer"], r["seed_errors_ours"]
+            lines.append(
+                f"{r['model']:<10} {r['curvature']:<7} {r['k']:>2} {r['peer_hvp']:>4} "
+                f"{r['seed_median_peer']:>11.1e} {r['seed_median_ours']:>11.1e} "
+                f"{r['seed_median_ours'] / r['seed_median_peer']:>6.2f} "
+                f"{min(pe):>8.1e}-{max(pe):>8.1e} {min(oe):>8.1e}-{max(oe):>8.1e}")
     lines += ["", "ours at its default tolerance (1e-4 in float32) and the most accurate peer run",
               f"{'model':<10} {'curv':<7} {'k':>2} {'HVP ours':>8} {'err ours':>8} "
               f"{'s ours':>7}  {'best peer err':>13}  best peer run / reaches ours?"]
