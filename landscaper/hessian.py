@@ -406,10 +406,13 @@ class AsymmetricHessianError(DoubleBackwardError):
 
 class _Basis:
     """Orthonormal vectors kept in pages of rows, so that projecting on all of them needs no
-    copy of the whole basis (``torch.stack`` of a list would double its memory each step)."""
+    copy of the whole basis (``torch.stack`` of a list would double its memory each step).
+    Pages stay allocated when the basis shrinks (a thick restart), and never hold more than
+    ``capacity`` rows in all."""
 
-    def __init__(self, page_rows: int) -> None:
+    def __init__(self, page_rows: int, capacity: int | None = None) -> None:
         self.page_rows = page_rows
+        self.capacity = capacity
         self.pages: list[torch.Tensor] = []
         self.count = 0
 
@@ -417,16 +420,34 @@ class _Basis:
         return self.count
 
     def _filled(self) -> list[torch.Tensor]:
-        last = self.count - (len(self.pages) - 1) * self.page_rows
-        return [*self.pages[:-1], self.pages[-1][:last]] if self.pages else []
+        full, last = divmod(self.count, self.page_rows)
+        return [*self.pages[:full], *([self.pages[full][:last]] if last else [])]
 
     def append(self, vector: torch.Tensor) -> None:
-        row = self.count % self.page_rows
-        if row == 0:
-            self.pages.append(torch.empty(self.page_rows, vector.shape[0], dtype=vector.dtype,
+        page, row = divmod(self.count, self.page_rows)
+        if page == len(self.pages):
+            rows = (self.page_rows if self.capacity is None
+                    else min(self.page_rows, self.capacity - self.count))
+            self.pages.append(torch.empty(rows, vector.shape[0], dtype=vector.dtype,
                                           device=vector.device))
-        self.pages[-1][row] = vector
+        self.pages[page][row] = vector
         self.count += 1
+
+    def keep_combinations(self, coefficients: torch.Tensor, chunk: int = 2**18) -> None:
+        """Replace the basis by the r normalised columns of ``Q C`` (``coefficients`` of shape
+        (len, r)), in place: ``chunk`` entries of every vector at a time, so the only
+        temporary is (len + r) × chunk."""
+        pages = self._filled()
+        rows = coefficients.shape[1]
+        size = pages[0].shape[1]
+        for start in range(0, size, chunk):
+            block = torch.cat([page[:, start:start + chunk] for page in pages])
+            combined = coefficients.T @ block
+            for i in range(rows):
+                self[i][start:start + chunk] = combined[i]
+        self.count = rows
+        for i in range(rows):
+            self[i].div_(self[i].norm())
 
     def __getitem__(self, index: int) -> torch.Tensor:
         index = index % self.count
@@ -501,16 +522,16 @@ class _Lanczos:
         fits = memory_budget // vector_bytes
         if wanted is None:
             self.capacity = fits
-        else:  # a restart builds the kept Ritz vectors (half the basis) beside the basis
-            self.capacity = (2 * fits) // 3
+        else:  # a restart combines the kept Ritz vectors within the basis's own pages
+            self.capacity = fits
             if self.capacity < wanted[0] + 3:
                 raise MemoryError(
                     f"the Lanczos basis would exceed the memory budget "
                     f"({format_bytes(memory_budget)} holds {fits} vectors of {start.numel()} "
                     f"entries; restarted Lanczos for k={wanted[0]} needs "
-                    f"{format_bytes(3 * (wanted[0] + 3) * vector_bytes // 2)}); use "
+                    f"{format_bytes((wanted[0] + 3) * vector_bytes)}); use "
                     'method="arpack" with a small ncv, raise memory_budget, or lower k')
-        self.basis = _Basis(_page_rows(max(self.capacity, 1)))
+        self.basis = _Basis(_page_rows(max(self.capacity, 1)), max(self.capacity, 1))
         self.basis.append(start / start.norm())
         #: Lanczos products computed (across restarts).
         self.products = 0
@@ -584,14 +605,12 @@ class _Lanczos:
         coupling = (self.remainders[-1] * np.abs(kept[-1]) if following is not None
                     else np.zeros(len(order)))
         outside = np.maximum(bounds - coupling, 0.0)
-        ritz = self.basis.combine(torch.as_tensor(kept, dtype=self.basis[0].dtype,
-                                                  device=self.basis[0].device))
-        basis = _Basis(self.basis.page_rows)
-        for column in ritz.T:
-            basis.append(column / column.norm())
+        padded = np.zeros((len(self.basis), len(order)))  # a vector without a column: none
+        padded[: kept.shape[0]] = kept
+        self.basis.keep_combinations(torch.as_tensor(padded, dtype=self.basis[0].dtype,
+                                                     device=self.basis[0].device))
         if following is not None:
-            basis.append(following)
-        self.basis = basis
+            self.basis.append(following)
         self.columns = [np.r_[np.zeros(i), values[j]] for i, j in enumerate(order)]
         self.remainders = list(bounds)  # all of each residual until the coupling is measured
         self.continued = [False] * len(order)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscaper import Objective, top_eigenpairs
+from landscaper.hessian import _Basis
 
 
 def spectrum_matrix(n: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -76,5 +77,25 @@ def test_a_budget_too_small_even_for_restarts_is_refused_before_any_product():
             return v
 
     with pytest.raises(MemoryError, match="restarted Lanczos for k=5 needs.*raise memory_budget"):
-        top_eigenpairs(Counting(), k=5, memory_budget=vectors_budget(1000, 8))
+        top_eigenpairs(Counting(), k=5, memory_budget=vectors_budget(1000, 7))
     assert Counting.calls == 0
+
+
+def test_a_restart_combines_within_the_basis_pages_and_allocates_at_most_the_budget():
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.standard_normal((1000, 10)))
+    basis = _Basis(page_rows=3, capacity=10)
+    for column in q.T:
+        basis.append(torch.as_tensor(column))
+    pages = [page.data_ptr() for page in basis.pages]
+    assert sum(page.shape[0] for page in basis.pages) == 10  # 3 + 3 + 3 + 1 rows, not 12
+    c = rng.standard_normal((10, 4))
+    basis.keep_combinations(torch.as_tensor(c), chunk=300)  # chunks that do not divide 1000
+    expected = q @ c
+    expected /= np.linalg.norm(expected, axis=0)
+    assert len(basis) == 4 and [page.data_ptr() for page in basis.pages] == pages
+    np.testing.assert_allclose(np.stack([basis[i].numpy() for i in range(4)]), expected.T,
+                               rtol=1e-12, atol=1e-14)
+    basis.append(torch.as_tensor(q[:, 0]))  # refills the kept pages instead of adding one
+    assert len(basis) == 5 and len(basis.pages) == 4
+    np.testing.assert_array_equal(basis[4].numpy(), q[:, 0])
