@@ -96,10 +96,10 @@ def main() -> int:
         row["restarts"] = counter.count
         rows.append(row)
         values = np.array2string(np.array(row["eigenvalues"]), precision=6)
-        residuals = np.array2string(np.array(row["relative_residuals_measured"]), precision=2)
+        residuals = ", ".join(f"{r:.1e}" for r in row["relative_residuals_measured"])
         print(f"budget {b}: {row['n_hvp']} products, {row['restarts']} restarts, "
               f"{row['seconds']:.1f} s, peak RSS {row['peak_rss_gib']:.2f} GiB, eigenvalues "
-              f"{values}, measured relative residuals {residuals}")
+              f"{values}, measured relative residuals [{residuals}]")
     unrestarted = rows[0]["n_hvp"] * vector
     print(f"an unrestarted basis of the same run would take {unrestarted / 2**30:.1f} GiB")
     RESULTS.mkdir(exist_ok=True)
