@@ -25,15 +25,20 @@ def case(request, mlp_case, cnn_case):
     return model, obj, dense_hessian(reference, obj.theta0)
 
 
+def assert_products_match(op, dense: torch.Tensor, count: int, rtol: float) -> None:
+    """``count`` products with random float64 vectors equal the dense matrix's to ``rtol``."""
+    gen = torch.Generator().manual_seed(count)
+    for _ in range(count):
+        v = torch.randn(dense.shape[0], generator=gen, dtype=torch.float64)
+        expected = dense @ v
+        assert torch.linalg.norm(op @ v - expected) <= rtol * torch.linalg.norm(expected)
+
+
 def test_hvp_equals_dense_hessian(case):
     model, obj, dense = case
     before = snapshot(model)
     op = HessianOperator(obj)
-    gen = torch.Generator().manual_seed(3)
-    for _ in range(3):
-        v = torch.randn(obj.num_params, generator=gen, dtype=torch.float64)
-        expected = dense @ v
-        assert torch.linalg.norm(op @ v - expected) <= 1e-8 * torch.linalg.norm(expected)
+    assert_products_match(op, dense, count=3, rtol=1e-8)
     assert op.n_hvp == 3
     assert torch.allclose(op.to_dense(), dense, rtol=1e-8, atol=1e-12)
     scipy_op = op.to_scipy()
@@ -181,11 +186,7 @@ def test_products_reuse_the_gradient_graph_only_within_the_memory_budget(
     handle = model.register_forward_hook(lambda *_: forwards.append(1))
     try:
         op = HessianOperator(obj)
-        gen = torch.Generator().manual_seed(5)
-        for _ in range(5):
-            v = torch.randn(obj.num_params, generator=gen, dtype=torch.float64)
-            expected = dense @ v
-            assert torch.linalg.norm(op @ v - expected) <= 1e-10 * torch.linalg.norm(expected)
+        assert_products_match(op, dense, count=5, rtol=1e-10)
     finally:
         handle.remove()
     assert len(forwards) == 2 * forwards_per_batch
