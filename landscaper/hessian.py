@@ -253,7 +253,7 @@ class HessianOperator(ObjectiveOperator):
                                                         retain_graph=retain,
                                                         is_grads_batched=True, allow_unused=True,
                                                         materialize_grads=True)
-                        out[start:start + part.shape[0]] += weight * hv.detach()
+                        out[start:start + part.shape[0]].add_(hv.detach(), alpha=weight)
             except RuntimeError as err:
                 hinted = _second_derivative_hint(err)
                 if hinted is not None:
