@@ -230,7 +230,7 @@ class HessianOperator(ObjectiveOperator):
 
     def _local_products(self, columns: torch.Tensor) -> torch.Tensor:
         """(m, P) rows H vᵢ of this process's batches for rows vᵢ of ``columns``."""
-        out = torch.zeros_like(columns)
+        out: torch.Tensor | None = None
         obj = self.objective
         for index, weight in enumerate(obj.weights):
             try:
@@ -253,13 +253,22 @@ class HessianOperator(ObjectiveOperator):
                                                         retain_graph=retain,
                                                         is_grads_batched=True, allow_unused=True,
                                                         materialize_grads=True)
-                        out[start:start + part.shape[0]].add_(hv.detach(), alpha=weight)
+                        hv = hv.detach()
+                        if out is None and part.shape[0] == columns.shape[0] and (
+                                hv.untyped_storage().data_ptr()
+                                != columns.untyped_storage().data_ptr()):
+                            # the first batch's own product: no copy
+                            out = hv if weight == 1 else hv.mul_(weight)
+                            continue
+                        if out is None:
+                            out = torch.zeros_like(columns)
+                        out[start:start + part.shape[0]].add_(hv, alpha=weight)
             except RuntimeError as err:
                 hinted = _second_derivative_hint(err)
                 if hinted is not None:
                     raise hinted from err
                 raise
-        return out
+        return torch.zeros_like(columns) if out is None else out
 
     def _columns_per_backward(self, m: int) -> int:
         """Columns of one batched backward pass: a quarter of the memory budget over what one
@@ -276,7 +285,9 @@ class HessianOperator(ObjectiveOperator):
         if self._graphs[index] is not None:
             return self._graphs[index]
         obj = self.objective
-        theta = self.theta.clone().requires_grad_(True)
+        # a new leaf on θ's own storage (nothing writes to it): a kept graph then holds no
+        # copy of θ, one parameter vector less
+        theta = self.theta.detach().requires_grad_(True)
 
         def build() -> tuple[torch.Tensor, torch.Tensor]:
             loss = obj.loss_on(theta, obj.batches[index])

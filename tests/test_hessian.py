@@ -26,12 +26,15 @@ def case(request, mlp_case, cnn_case):
 
 
 def assert_products_match(op, dense: torch.Tensor, count: int, rtol: float) -> None:
-    """``count`` products with random float64 vectors equal the dense matrix's to ``rtol``."""
+    """``count`` products with random float64 vectors equal the dense matrix's to ``rtol``
+    and leave their vectors alone."""
     gen = torch.Generator().manual_seed(count)
     for _ in range(count):
         v = torch.randn(dense.shape[0], generator=gen, dtype=torch.float64)
+        kept = v.clone()
         expected = dense @ v
         assert torch.linalg.norm(op @ v - expected) <= rtol * torch.linalg.norm(expected)
+        assert torch.equal(v, kept)
 
 
 def test_hvp_equals_dense_hessian(case):

@@ -89,6 +89,29 @@ def test_parameter_subset_by_pattern(mlp_case):
         Objective(model, (x, y), F.cross_entropy, params=["decoder.*"])
 
 
+def test_theta_gets_its_gradient_from_one_node_whatever_the_parameter_count():
+    """The per-parameter views of θ come from one split: a slice per parameter would make
+    every backward pass to θ fill one zero vector of length P per parameter tensor (on
+    all-MiniLM-L6-v2's 105 tensors, Hessian-vector products took 9.6 s instead of 1.2 s)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(6, 6) for _ in range(12)]).eval()  # 24 tensors
+    obj = Objective(model, (torch.randn(5, 6), torch.randn(5, 6)), F.mse_loss)
+    theta = obj.theta0.detach().requires_grad_(True)
+    loss = obj.loss_on(theta, obj.batches[0])
+    into_theta, seen, stack = set(), set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None and getattr(child, "variable", None) is theta:
+                into_theta.add(node)
+            stack.append(child)
+    assert len(into_theta) == 1
+    assert torch.autograd.grad(loss, theta)[0].shape == theta.shape
+
+
 def test_frozen_parameters_are_left_out(mlp_case):
     model, x, y, _ = mlp_case
     model[0].weight.requires_grad_(False)

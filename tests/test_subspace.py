@@ -4,6 +4,7 @@ losses written out by hand."""
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -173,6 +174,11 @@ def test_embedding_with_max_norm_is_not_an_entry():
     objective = Objective(model, data, F.cross_entropy, params="0.*")
     objective.record_frozen()
     assert all(r is None or not r.entries for r in objective._frozen)
+    # the forward renormalises its weight in place: gradients still flow to θ (slice views),
+    # equal to those of a copy of the model, which renormalises its own weight the same way
+    twin = copy.deepcopy(model)
+    F.cross_entropy(twin(data[0]), data[1]).backward()
+    assert torch.allclose(objective.gradient(), twin[0].weight.grad.reshape(-1), rtol=1e-12)
     assert any(r is not None and r.entries for r in
                Objective(nn.Sequential(nn.Embedding(7, 3), nn.Flatten(), nn.Linear(6, 2))
                          .double().eval(), data, F.cross_entropy)._frozen)
