@@ -22,6 +22,7 @@ import scipy.sparse.linalg
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ._precise import norm, row_norms, rows_dot
 from ._utils import (
     check_count,
     format_bytes,
@@ -408,6 +409,12 @@ _ASYMMETRY_TOL = {torch.float32: 1e-2, torch.float64: 1e-6}
 #: A verification block ends once its extreme Ritz pair has this relative residual (or the
 #: requested tolerance, where that is looser).
 _VERIFY_TOL = 1e-2
+#: Products before restarted Lanczos measures residuals again after a measured one was above
+#: the tolerance (doubled at each miss, so misses cost a few products in all).
+_MEASURE_WAIT = 4
+#: A Gram–Schmidt pass that keeps at least this fraction of a vector's norm leaves it
+#: orthogonal to the basis to rounding; below it, the pass is repeated once (1/√2, ARPACK's).
+_KEEP_AFTER_PROJECTION = 2**-0.5
 
 
 class AsymmetricHessianError(DoubleBackwardError):
@@ -458,15 +465,16 @@ class _Basis:
                 self[i][start:start + chunk] = combined[i]
         self.count = rows
         for i in range(rows):
-            self[i].div_(self[i].norm())
+            self[i].div_(norm(self[i]))
 
     def __getitem__(self, index: int) -> torch.Tensor:
         index = index % self.count
         return self.pages[index // self.page_rows][index % self.page_rows]
 
     def coefficients(self, w: torch.Tensor) -> torch.Tensor:
-        """Qᵀw."""
-        return torch.cat([page @ w for page in self._filled()])
+        """Qᵀw in float64 (`landscaper._precise`: float32 products over long vectors lose
+        digits)."""
+        return torch.cat([rows_dot(page, w) for page in self._filled()])
 
     def combine(self, coefficients: torch.Tensor, out: torch.Tensor | None = None,
                 alpha: float = 1.0) -> torch.Tensor:
@@ -474,6 +482,7 @@ class _Basis:
         ``coefficients`` of shape (n,) or (n, r) (then (P, r)); page by page in place, so a
         basis of 400 MB vectors makes no temporary vector per page."""
         start = 0
+        coefficients = coefficients.to(self.pages[0].dtype)
         for page in self._filled():
             part = coefficients[start:start + page.shape[0]]
             start += page.shape[0]
@@ -493,7 +502,8 @@ def _page_rows(capacity: int) -> int:
 
 
 class _Lanczos:
-    """Lanczos with full (twice-applied, classical Gram–Schmidt) reorthogonalisation.
+    """Lanczos with full reorthogonalisation (classical Gram–Schmidt, a second pass where the
+    first cancelled most of the vector).
 
     Every product ``H q_j`` is projected on the whole basis, so the projected matrix
     ``M = Qᵀ H Q`` is known exactly (its upper triangle; symmetry gives the rest). Three things
@@ -543,11 +553,15 @@ class _Lanczos:
                     f"{format_bytes((wanted[0] + 3) * vector_bytes)}); use "
                     'method="arpack" with a small ncv, raise memory_budget, or lower k')
         self.basis = _Basis(_page_rows(max(self.capacity, 1)), max(self.capacity, 1))
-        self.basis.append(start / start.norm())
+        self.basis.append(start / norm(start))
         #: Lanczos products computed (across restarts).
         self.products = 0
         #: thick restarts done.
         self.restarts = 0
+        #: products that needed a second Gram–Schmidt pass (see `_orthogonalized`).
+        self.second_passes = 0
+        #: the least wanted Ritz value seen (`_wanted_score`), for the sizes of thick restarts
+        self._far = np.inf
         #: after a restart: each Ritz vector's residual outside the new basis (its coupling to
         #: the next vector enters the projected matrix with the next product)
         self._outside: np.ndarray | None = None
@@ -583,13 +597,23 @@ class _Lanczos:
         return [float(c[-1]) for c in self.columns]
 
     def _orthogonalized(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``w`` minus its projection on the basis (twice), and the projection coefficients."""
-        total = torch.zeros(len(self.basis), dtype=w.dtype, device=w.device)
-        for _ in range(2):
-            coefficients = self.basis.coefficients(w)
-            w = self.basis.combine(coefficients, out=w.clone(), alpha=-1.0)  # w − Q c
-            total = total + coefficients
-        return w, total
+        """``w`` minus its projection on the basis, and the projection coefficients.
+
+        Classical Gram–Schmidt, repeated once where the first pass removed more than
+        ``1 − _KEEP_AFTER_PROJECTION`` of ``w``'s norm (the test of Daniel, Gragg, Kaufman
+        and Stewart that ARPACK uses): only then can rounding leave components along the
+        basis that matter. Each pass reads the whole basis twice, which dominates a step
+        once vectors are large (a 100M-parameter model's basis of 16 vectors is 6 GiB).
+        ``w`` itself is left alone (an operator may return a tensor it keeps)."""
+        before = norm(w)
+        coefficients = self.basis.coefficients(w)
+        w = self.basis.combine(coefficients, out=w.clone(), alpha=-1.0)  # w − Q c
+        if norm(w) < _KEEP_AFTER_PROJECTION * before:
+            again = self.basis.coefficients(w)
+            w = self.basis.combine(again, out=w, alpha=-1.0)
+            coefficients = coefficients + again
+            self.second_passes += 1
+        return w, coefficients
 
     def _full(self) -> bool:
         return len(self.basis) + 1 > self.capacity
@@ -609,8 +633,9 @@ class _Lanczos:
         assert self.wanted is not None
         k, which = self.wanted
         values, vecs = self.ritz()
-        keep = max(k + 1, min(self.capacity // 2, self.capacity - 2))
-        order = _order(values, which)[:keep]
+        scores = _wanted_score(values, which)
+        self._far = min(self._far, float(scores.min()))
+        order = _order(values, which)[:_restart_size(scores, k, self.capacity, self._far)]
         kept = vecs[:, order]
         bounds = self.residuals(kept)
         coupling = (self.remainders[-1] * np.abs(kept[-1]) if following is not None
@@ -658,7 +683,7 @@ class _Lanczos:
         """One product, projected on the basis; extends the basis or restarts."""
         w = self.op.matvec(self.basis[-1])
         w, coefficients = self._orthogonalized(w)
-        beta = float(w.norm())
+        beta = norm(w)
         packed = torch.cat([coefficients.double().cpu(), torch.tensor([beta],
                                                                        dtype=torch.float64)])
         # every decision (convergence, restarts) follows from these numbers: with several
@@ -702,17 +727,17 @@ class _Lanczos:
         generator = self._restarts
         dtype, device = self.basis[0].dtype, self.basis[0].device
         fresh = torch.randn(self.basis[0].shape[0], generator=generator, dtype=torch.float64)
-        fresh = (fresh / fresh.norm()).to(dtype=dtype, device=device)
+        fresh = (fresh / fresh.norm()).to(dtype=dtype, device=device)  # float64: exact
         if self.subspace is not None:
             fresh = self.subspace(fresh)
         fresh, _ = self._orthogonalized(fresh)
-        if float(fresh.norm()) < 1e-4:  # the basis spans the space up to rounding
+        if norm(fresh) < 1e-4:  # the basis spans the space up to rounding
             return False
         if self.wanted is not None and self._full():
             self._thick_restart(None)
             fresh, _ = self._orthogonalized(fresh)
         self.block_starts.append(self.steps)
-        self._append(fresh / fresh.norm())
+        self._append(fresh / norm(fresh))
         return True
 
     def projected(self) -> np.ndarray:
@@ -741,13 +766,64 @@ class _Lanczos:
                 lower_gap[j + 1, j] = self.remainders[j] - self.columns[j + 1][j]
         return out + np.linalg.norm(lower_gap @ vecs, axis=0)
 
+    def ritz_estimates(self, vecs: np.ndarray) -> np.ndarray:
+        """‖H v − λ v‖ in exact arithmetic after the last product: its remainder times each
+        vector's last coefficient (what ARPACK tests). After thick restarts, `residuals`
+        bounds by sums over every restart's leftover, which can stay far above this."""
+        return self.remainders[-1] * np.abs(vecs[-1, :])
+
+    def measured_residuals(self, values: np.ndarray, vecs: np.ndarray, allowed: np.ndarray,
+                           order: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None]:
+        """The Ritz vectors and their residuals ‖H v − λ v‖, one product each, taken in
+        ``order`` (most doubtful first) up to the first above ``allowed`` (then None)."""
+        vectors = self.ritz_vectors(vecs)
+        measured = np.zeros(len(values))
+        for i in order:
+            product = self.op.matvec(vectors[i])
+            found = torch.tensor([norm(product - float(values[i]) * vectors[i])],
+                                 dtype=torch.float64)
+            measured[i] = float(self.op.lockstep(found)[0])
+            if measured[i] > allowed[i]:
+                return vectors, None
+        return vectors, measured
+
     def ritz_vectors(self, vecs: np.ndarray) -> torch.Tensor:
         first = self.basis[0]
         padded = np.zeros((len(self.basis), vecs.shape[1]))  # the next vector has no weight
         padded[: vecs.shape[0]] = vecs
         out = self.basis.combine(torch.as_tensor(padded, dtype=first.dtype,
                                                  device=first.device)).T
-        return out / out.norm(dim=1, keepdim=True)
+        return out / row_norms(out).to(out)[:, None]
+
+
+def _wanted_score(values: np.ndarray, which: Which) -> np.ndarray:
+    """Values mapped so that larger means more wanted."""
+    return {Which.LA: values, Which.SA: -values, Which.LM: np.abs(values)}[which]
+
+
+def _restart_size(scores: np.ndarray, k: int, capacity: int, far: float) -> int:
+    """How many Ritz vectors a thick restart keeps (Yamazaki, Bai, Simon, Wang and Wu 2010):
+    the ``l`` in [k + 1, capacity − 2] that maximises ``(capacity − 1 − l)·√γ_l``, the new
+    products of the next cycle times the square root of the gap ratio
+    ``γ_l = (θ_k − θ_{l+1}) / (θ_{l+1} − θ_far)`` between the k-th wanted Ritz value, the first
+    one dropped and the far end of the spectrum (a Chebyshev estimate of what a cycle gains).
+    ``scores`` are the Ritz values as `_wanted_score` ranks them; ``far`` the least wanted
+    score seen in the whole run (the current basis alone does not reach the far end after a
+    restart). A cluster around the k-th value is kept whole; past a clear gap, the room goes
+    to new products."""
+    ranked = np.sort(scores)[::-1]
+    floor = 1e-12 * (float(np.max(np.abs(ranked))) or 1.0)
+    best, best_rate = k + 1, -1.0
+    # at most half of the room past the k wanted: the Ritz values near the far end of a
+    # short basis say little about the spectrum there, and a cycle of one or two products
+    # gains next to nothing for the restart it costs
+    for kept in range(k + 1, min((capacity + k) // 2, len(ranked) - 1) + 1):
+        gap = max(float(ranked[k - 1] - ranked[kept]), 0.0)
+        spread = max(float(ranked[kept]) - far, floor)
+        rate = (capacity - 1 - kept) * np.sqrt(gap / spread)
+        if rate > best_rate:
+            best, best_rate = kept, rate
+    return best
 
 
 def _ranks_within(value: float, reference: float, which: Which) -> bool:
@@ -908,7 +984,7 @@ def top_eigenpairs(
         )
         order = _order(vals, which)
         vectors = torch.as_tensor(vecs[:, order].T.copy(), dtype=op.dtype, device=op.device)
-        res = np.array([float((op.matvec(v) - lam * v).norm()) for lam, v in
+        res = np.array([norm(op.matvec(v) - lam * v) for lam, v in
                         zip(vals[order], vectors, strict=True)])
         return EigenResult(vals[order].astype(np.float64), vectors, op.n_hvp, res, True,
                            method.value, layout)
@@ -962,6 +1038,9 @@ def _iterate(lanczos: _Lanczos, k: int, which: Which, tol: float, max_steps: int
     exhausted, ``max_steps`` are taken, or ``watch(values, vecs)`` says stop. With
     ``settle``, also notes when the extreme pair first reached that relative residual."""
     settled = None
+    # restarted runs: products when exact arithmetic first said converged, and how long the
+    # bounds get to follow before the residuals are measured
+    estimated, wait = None, _MEASURE_WAIT
     while True:
         lanczos.step()
         values, vecs = lanczos.ritz()
@@ -969,16 +1048,36 @@ def _iterate(lanczos: _Lanczos, k: int, which: Which, tol: float, max_steps: int
         res = lanczos.residuals(vecs[:, order])
         size = max(float(np.max(np.abs(values))), lanczos.scale_hint)
         floor = _ROUNDING_EPS * torch.finfo(lanczos.op.dtype).eps * size
-        converged = len(values) >= k and bool(np.all(
-            res <= tol * np.maximum(np.abs(values[order]), floor / tol)))
+        allowed = tol * np.maximum(np.abs(values[order]), floor / tol)
+        converged = len(values) >= k and bool(np.all(res <= allowed))
+        vectors = None
+        if not converged and lanczos.restarts and len(values) >= k and np.all(
+                lanczos.ritz_estimates(vecs[:, order]) <= allowed):
+            estimated = lanczos.products if estimated is None else estimated
+        else:
+            estimated = None
+        if estimated is not None and lanczos.products - estimated >= wait:
+            # restarts' bounds add up what each restart left over, in absolute value, and
+            # can stall far above the true residuals: when they have not followed what exact
+            # arithmetic leaves for a while, measure the residuals (a product each, the
+            # loosest bound first, stopping at the first one above the tolerance; after a
+            # miss, the bounds get twice as long)
+            vectors, measured = lanczos.measured_residuals(
+                values[order], vecs[:, order], allowed, np.argsort(allowed - res))
+            converged = measured is not None
+            if measured is not None:
+                res = measured
+            estimated, wait = lanczos.products, 2 * wait
         if settle is not None and settled is None:
             top = order[0]
             if lanczos.residuals(vecs[:, [top]])[0] <= settle * abs(values[top]):
                 settled = lanczos.products
         stop = watch is not None and watch(values, vecs) is not None
         if stop or converged or lanczos.exhausted or lanczos.products >= max_steps:
-            return _Pairs(values[order], lanczos.ritz_vectors(vecs[:, order]), res,
-                          converged, floor, settled or lanczos.products)
+            if vectors is None:
+                vectors = lanczos.ritz_vectors(vecs[:, order])
+            return _Pairs(values[order], vectors, res, converged, floor,
+                          settled or lanczos.products)
 
 
 class _Deflated:
@@ -991,7 +1090,7 @@ class _Deflated:
         self.basis = q.T
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
-        return v - self.basis.T @ (self.basis @ v)
+        return v - self.basis.T @ rows_dot(self.basis, v).to(v)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.project(self.op.matvec(self.project(v)))
@@ -1017,7 +1116,7 @@ def _verified(op: SymmetricOperator, found: _Pairs, first: _Lanczos, k: int, whi
         gen = torch.Generator().manual_seed(seed + 7919 * (attempt + 1))
         start = torch.randn(op.shape[0], generator=gen, dtype=torch.float64)
         start = deflated.project(start.to(dtype=op.dtype, device=op.device))
-        if float(start.norm()) < 1e-4:
+        if norm(start) < 1e-4:
             return found  # the pairs found span the space
         run = _Lanczos(deflated, start, budget, restart_seed=seed + 7919 * (attempt + 1) + 1,
                        scale_hint=first.scale(), subspace=deflated.project, wanted=(k, which))
@@ -1051,7 +1150,7 @@ def _verified(op: SymmetricOperator, found: _Pairs, first: _Lanczos, k: int, whi
         floor = max(found.floor, extra.floor)
         allowed = tol * np.maximum(np.abs(values[order]), floor / tol)
         for i in np.flatnonzero(order >= len(found.values)):  # pairs of P H P: measure for H
-            residuals[i] = float((op.matvec(vectors[i]) - values[order[i]] * vectors[i]).norm())
+            residuals[i] = norm(op.matvec(vectors[i]) - values[order[i]] * vectors[i])
             allowed[i] = max(allowed[i], 10 * floor)  # a measured product carries its rounding
         converged = bool(np.all(residuals <= allowed))
         found = _Pairs(values[order], vectors, residuals, converged, floor)
