@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ._precise import norm, row_norms
 from .objective import Objective, ParameterLayout
 
 if TYPE_CHECKING:
@@ -144,19 +145,19 @@ def normalize(
     if normalization is Normalization.NONE:
         return out
     if normalization in (Normalization.MODEL, Normalization.UNIT):
-        target = theta.norm() if normalization is Normalization.MODEL else 1.0
-        return out / out.norm(dim=1, keepdim=True) * target
+        target = norm(theta) if normalization is Normalization.MODEL else 1.0
+        return out / row_norms(out).to(out)[:, None] * target
     reference = layout.unflatten(theta)
     for row in out:
         for name, piece in layout.unflatten(row).items():
             ref = reference[name]
-            if normalization is Normalization.LAYER:
-                piece.mul_(ref.norm() / piece.norm())
+            if normalization is Normalization.LAYER or (
+                    piece.ndim <= 1 and bias is not BiasMode.ZERO):
+                # float64 over a whole tensor (`landscaper._precise`); 0/0 stays NaN
+                piece.mul_(torch.tensor(norm(ref.reshape(-1)), dtype=torch.float64)
+                           / norm(piece.reshape(-1)))
             elif piece.ndim <= 1:
-                if bias is BiasMode.ZERO:
-                    piece.zero_()
-                else:
-                    piece.mul_(ref.norm() / piece.norm())
+                piece.zero_()
             else:
                 ref_norms = torch.linalg.vector_norm(ref.flatten(1), dim=1)
                 own_norms = torch.linalg.vector_norm(piece.flatten(1), dim=1)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import io, topology
+from ._precise import norm
 from ._utils import Stopwatch, check_count, to_numpy
 from .directions import (
     NAMED_DIRECTIONS,
@@ -117,7 +118,7 @@ def _given_directions(objective: Objective, directions: Any, dims: int | None) -
 
 def _checked_theta0_norm(objective: Objective, unit: ExtentUnit) -> float:
     """‖θ₀‖, refused when a relative extent would scale with a zero or non-finite norm."""
-    theta_norm = float(objective.theta0.norm())
+    theta_norm = norm(objective.theta0)
     if unit is ExtentUnit.RELATIVE and not (np.isfinite(theta_norm) and theta_norm > 0):
         raise ValueError(
             f"a relative extent scales with ‖θ₀‖, which is {theta_norm:g} for the selected "
