@@ -22,7 +22,7 @@ import scipy.sparse.linalg
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ._precise import norm, row_norms, rows_dot
+from ._precise import norm, rows_dot
 from ._utils import (
     check_count,
     format_bytes,
@@ -476,22 +476,26 @@ class _Basis:
         digits)."""
         return torch.cat([rows_dot(page, w) for page in self._filled()])
 
-    def combine(self, coefficients: torch.Tensor, out: torch.Tensor | None = None,
-                alpha: float = 1.0) -> torch.Tensor:
-        """``out + alpha·Q c`` accumulated into ``out`` (``alpha·Q c`` when None) for
-        ``coefficients`` of shape (n,) or (n, r) (then (P, r)); page by page in place, so a
-        basis of 400 MB vectors makes no temporary vector per page."""
+    def subtract(self, coefficients: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``w − Q c`` in place, page by page (a basis of 400 MB vectors makes no temporary
+        vector)."""
         start = 0
-        coefficients = coefficients.to(self.pages[0].dtype)
+        coefficients = coefficients.to(self.pages[0])  # its dtype and device
         for page in self._filled():
-            part = coefficients[start:start + page.shape[0]]
+            w.addmv_(page.T, coefficients[start:start + page.shape[0]], alpha=-1.0)
             start += page.shape[0]
-            if out is None:
-                out = torch.mul(page.T @ part, alpha)
-            elif part.ndim == 1:
-                out.addmv_(page.T, part, alpha=alpha)
-            else:
-                out.addmm_(page.T, part, alpha=alpha)
+        return w
+
+    def combinations(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """The r rows ``(Q C)ᵀ`` for ``coefficients`` C of shape (len, r), accumulated page by
+        page into one contiguous (r, P) tensor: no temporary beyond the result."""
+        start = 0
+        coefficients = coefficients.to(self.pages[0])  # its dtype and device
+        out: torch.Tensor | None = None
+        for page in self._filled():
+            part = coefficients[start:start + page.shape[0]].T
+            start += page.shape[0]
+            out = part @ page if out is None else out.addmm_(part, page)
         assert out is not None
         return out
 
@@ -607,10 +611,10 @@ class _Lanczos:
         ``w`` itself is left alone (an operator may return a tensor it keeps)."""
         before = norm(w)
         coefficients = self.basis.coefficients(w)
-        w = self.basis.combine(coefficients, out=w.clone(), alpha=-1.0)  # w − Q c
+        w = self.basis.subtract(coefficients, w.clone())
         if norm(w) < _KEEP_AFTER_PROJECTION * before:
             again = self.basis.coefficients(w)
-            w = self.basis.combine(again, out=w, alpha=-1.0)
+            w = self.basis.subtract(again, w)
             coefficients = coefficients + again
             self.second_passes += 1
         return w, coefficients
@@ -788,12 +792,13 @@ class _Lanczos:
         return vectors, measured
 
     def ritz_vectors(self, vecs: np.ndarray) -> torch.Tensor:
-        first = self.basis[0]
+        """The Ritz vectors (rows, unit norm) with coefficients ``vecs`` (columns)."""
         padded = np.zeros((len(self.basis), vecs.shape[1]))  # the next vector has no weight
         padded[: vecs.shape[0]] = vecs
-        out = self.basis.combine(torch.as_tensor(padded, dtype=first.dtype,
-                                                 device=first.device)).T
-        return out / row_norms(out).to(out)[:, None]
+        out = self.basis.combinations(torch.as_tensor(padded))
+        for row in out:
+            row.div_(norm(row))
+        return out
 
 
 def _wanted_score(values: np.ndarray, which: Which) -> np.ndarray:
@@ -998,7 +1003,9 @@ def top_eigenpairs(
     with serial_numpy_blas():  # each step's small eigh beside torch's products
         found = _iterate(first, k, which, tol, max_steps, settle=settle)
         if verify and k > 1 and found.converged and not first.exhausted:
-            found = _verified(op, found, first, k, which, tol, settle, max_steps, budget, seed)
+            scale = first.scale()
+            del first  # its basis (up to the whole budget) is not needed by the check
+            found = _verified(op, found, scale, k, which, tol, settle, max_steps, budget, seed)
     if not found.converged:
         logger.warning("Lanczos stopped after %d Hessian-vector products with relative "
                        "residuals %s > tol %.1e; raise max_iter or tol", op.n_hvp,
@@ -1020,7 +1027,8 @@ class _Pairs:
     """Ritz pairs in the order asked for, with residual bounds (‖H v − λ v‖)."""
 
     values: np.ndarray
-    vectors: torch.Tensor
+    #: the Ritz vectors (rows); None where a watch stopped the run (`_iterate`)
+    vectors: torch.Tensor | None
     residuals: np.ndarray
     converged: bool
     #: residuals below this are rounding of the products (absolute).
@@ -1035,8 +1043,9 @@ def _iterate(lanczos: _Lanczos, k: int, which: Which, tol: float, max_steps: int
              settle: float | None = None) -> _Pairs:
     """Lanczos steps until the k wanted Ritz pairs converge (relative to |λ|, with
     eigenvalues at rounding level judged against the rounding of the products), the space is
-    exhausted, ``max_steps`` are taken, or ``watch(values, vecs)`` says stop. With
-    ``settle``, also notes when the extreme pair first reached that relative residual."""
+    exhausted, ``max_steps`` are taken, or ``watch(values, vecs)`` says stop (then without
+    vectors: the caller goes on with the same run or drops it). With ``settle``, also notes
+    when the extreme pair first reached that relative residual."""
     settled = None
     # restarted runs: products when exact arithmetic first said converged, and how long the
     # bounds get to follow before the residuals are measured
@@ -1074,7 +1083,7 @@ def _iterate(lanczos: _Lanczos, k: int, which: Which, tol: float, max_steps: int
                 settled = lanczos.products
         stop = watch is not None and watch(values, vecs) is not None
         if stop or converged or lanczos.exhausted or lanczos.products >= max_steps:
-            if vectors is None:
+            if vectors is None and not stop:
                 vectors = lanczos.ritz_vectors(vecs[:, order])
             return _Pairs(values[order], vectors, res, converged, floor,
                           settled or lanczos.products)
@@ -1086,8 +1095,13 @@ class _Deflated:
 
     def __init__(self, op: SymmetricOperator, vectors: torch.Tensor) -> None:
         self.op, self.dtype, self.device, self.lockstep = op, op.dtype, op.device, op.lockstep
-        q, _ = torch.linalg.qr(vectors.T)
-        self.basis = q.T
+        gram = torch.stack([rows_dot(vectors, v) for v in vectors])
+        identity = torch.eye(len(vectors), dtype=torch.float64, device=gram.device)
+        if float((gram - identity).abs().max()) <= 1e3 * torch.finfo(vectors.dtype).eps:
+            self.basis = vectors  # orthonormal to rounding (Ritz vectors): no copy
+        else:
+            q, _ = torch.linalg.qr(vectors.T)
+            self.basis = q.T
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
         return v - self.basis.T @ rows_dot(self.basis, v).to(v)
@@ -1096,7 +1110,7 @@ class _Deflated:
         return self.project(self.op.matvec(self.project(v)))
 
 
-def _verified(op: SymmetricOperator, found: _Pairs, first: _Lanczos, k: int, which: Which,
+def _verified(op: SymmetricOperator, found: _Pairs, scale: float, k: int, which: Which,
               tol: float, settle: float, max_steps: int, budget: int, seed: int) -> _Pairs:
     """Look for eigenvalues the first start vector could not see, and add them.
 
@@ -1119,7 +1133,7 @@ def _verified(op: SymmetricOperator, found: _Pairs, first: _Lanczos, k: int, whi
         if norm(start) < 1e-4:
             return found  # the pairs found span the space
         run = _Lanczos(deflated, start, budget, restart_seed=seed + 7919 * (attempt + 1) + 1,
-                       scale_hint=first.scale(), subspace=deflated.project, wanted=(k, which))
+                       scale_hint=scale, subspace=deflated.project, wanted=(k, which))
         verdict: list[str] = []
 
         # beyond the k-th value by more than the tolerance and rounding
