@@ -1,4 +1,4 @@
-"""Lanczos beyond memory: top-k Hessian eigenpairs of a 100M-parameter model in a few GiB.
+"""Lanczos beyond memory: top-k Hessian eigenpairs of a 100M-parameter model within a few GiB.
 
     .venv/bin/python benchmarks/bench_restart.py [--budget 6GiB] [--k 3] [--quick]
 
@@ -8,7 +8,8 @@ The model is an MLP 8,192 → 12,288 (tanh) → 10 with 100.8M parameters on 32 
 wall time, peak resident memory, the eigenvalues and their residuals ‖Hv − λv‖/|λ| measured
 with one more product each (not the bounds Lanczos reports). ``--quick`` uses a 1M-parameter
 twin and also runs it without a budget, to show both give the same eigenvalues. Results go to
-benchmarks/results/bench_restart.json (bench_restart_quick.json with --quick).
+benchmarks/results/bench_restart.json (bench_restart_quick.json with --quick,
+bench_restart_<budget>.json for another budget).
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ def main() -> int:
     unrestarted = rows[0]["n_hvp"] * vector
     print(f"an unrestarted basis of the same run would take {unrestarted / 2**30:.1f} GiB")
     RESULTS.mkdir(exist_ok=True)
-    name = "bench_restart_quick.json" if args.quick else "bench_restart.json"
+    name = ("bench_restart_quick.json" if args.quick else "bench_restart.json"
+            if args.budget == parser.get_default("budget") else
+            f"bench_restart_{args.budget}.json")
     (RESULTS / name).write_text(json.dumps(
         {"parameters": p, "k": args.k, "unrestarted_basis_gib": unrestarted / 2**30,
          "rows": rows}, indent=2))
