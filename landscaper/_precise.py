@@ -49,7 +49,8 @@ def norm(vector: torch.Tensor) -> float:
     largest = float(vector.abs().max())  # squares past float32's range, or a NaN/inf entry
     if not math.isfinite(largest) or largest == 0.0:
         return largest
-    return largest * math.sqrt(dot(vector / largest, vector / largest))
+    scaled = vector / largest
+    return largest * math.sqrt(dot(scaled, scaled))
 
 
 def row_norms(rows: torch.Tensor) -> torch.Tensor:

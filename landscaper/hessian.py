@@ -809,7 +809,7 @@ def _wanted_score(values: np.ndarray, which: Which) -> np.ndarray:
 
 def _restart_size(scores: np.ndarray, k: int, capacity: int, far: float) -> int:
     """How many Ritz vectors a thick restart keeps (Yamazaki, Bai, Simon, Wang and Wu 2010):
-    the ``l`` in [k + 1, capacity − 2] that maximises ``(capacity − 1 − l)·√γ_l``, the new
+    the ``l`` in [k + 1, (capacity + k) // 2] that maximises ``(capacity − 1 − l)·√γ_l``, the new
     products of the next cycle times the square root of the gap ratio
     ``γ_l = (θ_k − θ_{l+1}) / (θ_{l+1} − θ_far)`` between the k-th wanted Ritz value, the first
     one dropped and the far end of the spectrum (a Chebyshev estimate of what a cycle gains).
@@ -1077,6 +1077,8 @@ def _iterate(lanczos: _Lanczos, k: int, which: Which, tol: float, max_steps: int
             converged = measured is not None
             if measured is not None:
                 res = measured
+            else:
+                vectors = None  # not kept through the next product
             estimated, wait = lanczos.products, 2 * wait
         if settle is not None and settled is None:
             top = order[0]
